@@ -1,0 +1,24 @@
+//! Schema history of Gatehouse. One source for SQLite and PostgreSQL: every statement is built
+//! with sea-query (or, for the partial index, written in SQL both dialects accept). Migrations
+//! never import the application's entities, so old migrations keep compiling as entities change.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_create_tokens;
+mod m20261125_000002_create_connected_accounts;
+mod m20261125_000003_create_targets;
+mod m20261125_000004_create_audit_logs;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261125_000001_create_tokens::Migration),
+            Box::new(m20261125_000002_create_connected_accounts::Migration),
+            Box::new(m20261125_000003_create_targets::Migration),
+            Box::new(m20261125_000004_create_audit_logs::Migration),
+        ]
+    }
+}

@@ -1,0 +1,238 @@
+//! `App::build(Config)` wires the store, secrets, services and the three listeners of SPEC §1;
+//! `RunningApp` holds the bound addresses and shuts everything down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, ConfigError};
+use crate::crypto::{self, CryptoError, KeyOrigin, SecretBox};
+use crate::domain::tokens::AdminToken;
+use crate::metrics::Metrics;
+use crate::proxy::{self, ProxyHandle};
+use crate::store::{Store, StoreError};
+
+/// Why `serve` could not start. One line each, naming the setting; never a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("database.url: {0}")]
+    Database(StoreError),
+    #[error("secrets.key_file: {0}")]
+    Key(#[from] CryptoError),
+    #[error("{setting}: cannot listen on {addr}: {source}")]
+    Bind {
+        setting: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Open the database named by the config and bring its schema up to date.
+pub async fn open_store(config: &Config) -> Result<Store, StartupError> {
+    let store = Store::connect(
+        &config.database.url,
+        config.database.max_connections,
+        config.database.connect_timeout,
+    )
+    .await
+    .map_err(StartupError::Database)?;
+    store.migrate().await.map_err(StartupError::Database)?;
+    Ok(store)
+}
+
+/// The current encryption key (from the environment, the key file, or generated into it).
+pub fn load_secret_box(config: &Config) -> Result<(SecretBox, KeyOrigin), StartupError> {
+    let (key, origin) =
+        crypto::load_or_generate_key(config.env.encryption_key, &config.secrets.key_file)?;
+    if origin == KeyOrigin::Generated {
+        tracing::warn!(
+            key_file = %config.secrets.key_file.display(),
+            "GATEHOUSE_ENCRYPTION_KEY is not set: generated a new encryption key into the key file; \
+             back it up, or every stored secret is lost with it"
+        );
+    }
+    Ok((
+        SecretBox::new(&key, &config.env.old_encryption_keys),
+        origin,
+    ))
+}
+
+pub struct App;
+
+impl App {
+    /// Connect, migrate, bind the three listeners and start serving.
+    pub async fn build(config: Config) -> Result<RunningApp, StartupError> {
+        let store = open_store(&config).await?;
+        let (secret_box, key_origin) = load_secret_box(&config)?;
+        let generated_admin_token = bootstrap_admin_token(&store, &config).await?;
+        let metrics = Arc::new(Metrics::new()?);
+
+        // Bind all three before serving any, so a taken port leaves nothing half started.
+        let proxy_listener = bind_std("proxy.listen", config.proxy.listen)?;
+        let admin_listener = bind_tokio("admin.listen", config.admin.listen)?;
+        let metrics_listener = bind_tokio("metrics.listen", config.metrics.listen)?;
+        let admin_addr = local_addr(
+            "admin.listen",
+            config.admin.listen,
+            admin_listener.local_addr(),
+        )?;
+        let metrics_addr = local_addr(
+            "metrics.listen",
+            config.metrics.listen,
+            metrics_listener.local_addr(),
+        )?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let admin_state = AdminState {
+            store: store.clone(),
+        };
+        let admin_task = tokio::spawn(admin::serve(
+            admin_listener,
+            admin::router(admin_state),
+            shutdown_rx.clone(),
+        ));
+        let metrics_task = tokio::spawn(admin::serve(
+            metrics_listener,
+            admin::metrics_router(metrics.clone()),
+            shutdown_rx,
+        ));
+        let proxy = proxy::start(proxy_listener).map_err(|source| StartupError::Bind {
+            setting: "proxy.listen",
+            addr: config.proxy.listen,
+            source,
+        })?;
+        tracing::info!(
+            proxy = %proxy.local_addr,
+            admin = %admin_addr,
+            metrics = %metrics_addr,
+            backend = ?store.backend(),
+            key_id = %secret_box.key_id(),
+            "gatehouse is serving"
+        );
+        Ok(RunningApp {
+            proxy_addr: proxy.local_addr,
+            admin_addr,
+            metrics_addr,
+            generated_admin_token,
+            key_origin,
+            store,
+            proxy,
+            shutdown,
+            tasks: vec![admin_task, metrics_task],
+            grace: config.proxy.shutdown_grace,
+        })
+    }
+}
+
+/// A serving instance.
+pub struct RunningApp {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// Set when this start created the first admin token; show it once, then drop it.
+    pub generated_admin_token: Option<AdminToken>,
+    pub key_origin: KeyOrigin,
+    store: Store,
+    proxy: ProxyHandle,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    grace: Duration,
+}
+
+impl RunningApp {
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Stop accepting on every listener, let in-flight requests finish within the grace
+    /// period, then close the database pool.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let unfinished = self.proxy.shutdown(self.grace).await;
+        if unfinished > 0 {
+            tracing::warn!(
+                unfinished,
+                "grace period over; dropping unfinished proxy requests"
+            );
+        }
+        for task in self.tasks {
+            let _ = tokio::time::timeout(self.grace, task).await;
+        }
+        self.store.close().await;
+        tracing::info!("gatehouse stopped");
+    }
+}
+
+/// With no admin token configured and none stored, create the first one.
+async fn bootstrap_admin_token(
+    store: &Store,
+    config: &Config,
+) -> Result<Option<AdminToken>, StartupError> {
+    if config.env.admin_token.is_some() {
+        return Ok(None);
+    }
+    if store
+        .count_active_admin_tokens()
+        .await
+        .map_err(StartupError::Database)?
+        > 0
+    {
+        return Ok(None);
+    }
+    let token = AdminToken::generate();
+    store
+        .insert_admin_token("initial", &token.hash())
+        .await
+        .map_err(StartupError::Database)?;
+    Ok(Some(token))
+}
+
+fn bind_std(
+    setting: &'static str,
+    addr: SocketAddr,
+) -> Result<std::net::TcpListener, StartupError> {
+    std::net::TcpListener::bind(addr).map_err(|source| StartupError::Bind {
+        setting,
+        addr,
+        source,
+    })
+}
+
+fn bind_tokio(
+    setting: &'static str,
+    addr: SocketAddr,
+) -> Result<tokio::net::TcpListener, StartupError> {
+    let listener = bind_std(setting, addr)?;
+    let bind_error = |source| StartupError::Bind {
+        setting,
+        addr,
+        source,
+    };
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    tokio::net::TcpListener::from_std(listener).map_err(|source| StartupError::Bind {
+        setting,
+        addr,
+        source,
+    })
+}
+
+fn local_addr(
+    setting: &'static str,
+    addr: SocketAddr,
+    result: std::io::Result<SocketAddr>,
+) -> Result<SocketAddr, StartupError> {
+    result.map_err(|source| StartupError::Bind {
+        setting,
+        addr,
+        source,
+    })
+}

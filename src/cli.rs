@@ -1,0 +1,97 @@
+//! Subcommands: `serve` (default), `migrate`, `admin-token`. Reads the process environment
+//! (through `config::load`) and hands typed values to the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, App};
+use crate::config::{self, Config, ConfigFile, ProcessEnv};
+use crate::domain::tokens::AdminToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Credential gateway for AI agents"
+)]
+pub struct Cli {
+    /// Configuration file (default: config/gatehouse.toml when it exists).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy, admin and metrics listeners (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Create a new admin token and print it once.
+    AdminToken {
+        /// A name to recognise the token by.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+/// Run the parsed command to completion.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = match cli.config {
+        Some(path) => ConfigFile::Explicit(path),
+        None => ConfigFile::DefaultIfPresent,
+    };
+    let config = config::load(file, &ProcessEnv)?;
+    crate::telemetry::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime.block_on(serve(config)),
+        Command::Migrate => runtime.block_on(migrate(config)),
+        Command::AdminToken { name } => runtime.block_on(admin_token(config, &name)),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = App::build(config).await?;
+    if let Some(token) = &app.generated_admin_token {
+        println!(
+            "No admin token existed, so one was created. It is shown this once:\n{}",
+            token.expose()
+        );
+    }
+    wait_for_stop_signal().await?;
+    tracing::info!("stop signal received; draining");
+    app.shutdown().await;
+    Ok(())
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let store = app::open_store(&config).await?;
+    println!("database is migrated");
+    store.close().await;
+    Ok(())
+}
+
+async fn admin_token(config: Config, name: &str) -> anyhow::Result<()> {
+    let store = app::open_store(&config).await?;
+    let token = AdminToken::generate();
+    store.insert_admin_token(name, &token.hash()).await?;
+    println!("{}", token.expose());
+    store.close().await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,585 @@
+//! Configuration: typed sections, one loader, one error type.
+//!
+//! Layering (lowest first): built-in defaults < TOML file < `GATEHOUSE__SECTION__KEY`
+//! < the well-known variables of SPEC §2 (`DATABASE_URL`, `GATEHOUSE_ENCRYPTION_KEY`, …).
+//! Parsing is validation: every section denies unknown keys and every field is typed, so a
+//! `Config` value that exists is usable. Only this module and `cli` read the environment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Path read by `serve` when `--config` is not given and the file exists.
+pub const DEFAULT_CONFIG_PATH: &str = "config/gatehouse.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
+    pub database: DatabaseConfig,
+    pub upstream: UpstreamConfig,
+    pub secrets: SecretsConfig,
+    pub audit: AuditConfig,
+    pub log: LogConfig,
+    /// Per-provider overrides of the built-in endpoints and scopes, keyed by provider type.
+    pub providers: BTreeMap<String, ProviderOverrides>,
+    /// Secrets that only come from the environment; never read from or written to a file.
+    #[serde(skip)]
+    pub env: EnvSecrets,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`; may carry a password, so it is never printed.
+    pub url: String,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &"<redacted>")
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub allow_private: bool,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// Where the generated encryption key lives when `GATEHOUSE_ENCRYPTION_KEY` is unset.
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter directive, e.g. `info` or `gatehouse=debug,info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderOverrides {
+    pub authorize_url: Option<Url>,
+    pub token_url: Option<Url>,
+    pub revoke_url: Option<Url>,
+    pub profile_url: Option<Url>,
+    pub mail_base_url: Option<Url>,
+    pub calendar_base_url: Option<Url>,
+    pub scopes: Option<Vec<String>>,
+}
+
+/// Values read only from well-known environment variables. `Debug` never shows them.
+#[derive(Clone, Default, PartialEq)]
+pub struct EnvSecrets {
+    /// Decoded `GATEHOUSE_ENCRYPTION_KEY` (32 bytes).
+    pub encryption_key: Option<[u8; 32]>,
+    /// Decoded `GATEHOUSE_ENCRYPTION_OLD_KEYS` (comma-separated), still accepted for opening.
+    pub old_encryption_keys: Vec<[u8; 32]>,
+    /// `GATEHOUSE_ADMIN_TOKEN`, an `sga_…` token accepted by the admin API.
+    pub admin_token: Option<String>,
+    /// OAuth client credentials by provider type.
+    pub oauth_clients: BTreeMap<String, OAuthClientCredentials>,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct OAuthClientCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+impl fmt::Debug for EnvSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvSecrets")
+            .field("encryption_key", &self.encryption_key.map(|_| "<set>"))
+            .field("old_encryption_keys", &self.old_encryption_keys.len())
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field(
+                "oauth_clients",
+                &self.oauth_clients.keys().collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            public_url: default_public_url(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+fn default_public_url() -> Url {
+    // A constant that parses; `Url` has no const constructor.
+    match Url::parse("http://127.0.0.1:8081") {
+        Ok(url) => url,
+        Err(_) => unreachable!("constant URL parses"),
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9091)),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/gatehouse.db?mode=rwc".to_owned(),
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        Self {
+            key_file: PathBuf::from("data/secret.key"),
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 10_000,
+            batch_size: 256,
+            flush_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            proxy: ProxyConfig::default(),
+            admin: AdminConfig::default(),
+            metrics: MetricsConfig::default(),
+            database: DatabaseConfig::default(),
+            upstream: UpstreamConfig::default(),
+            secrets: SecretsConfig::default(),
+            audit: AuditConfig::default(),
+            log: LogConfig::default(),
+            providers: BTreeMap::new(),
+            env: EnvSecrets::default(),
+        }
+    }
+}
+
+/// A startup error naming the setting that failed. Its `Display` is one line and never
+/// contains the value of the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(setting: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            setting: setting.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Source of environment variables, so the loader can be fed without touching the process env.
+pub trait EnvSource {
+    fn var(&self, name: &str) -> Option<String>;
+    /// Every `(name, value)` pair; used for the `GATEHOUSE__…` layer.
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars().collect()
+    }
+}
+
+/// A fixed map of variables, for tests and embedding.
+#[derive(Debug, Default, Clone)]
+pub struct MapEnv(pub BTreeMap<String, String>);
+
+impl EnvSource for MapEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+    fn vars(&self) -> Vec<(String, String)> {
+        self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Which file to read. An explicit path must exist; the default path may be absent.
+#[derive(Debug, Clone)]
+pub enum ConfigFile {
+    Explicit(PathBuf),
+    DefaultIfPresent,
+    None,
+}
+
+/// Load the layered configuration and validate it.
+pub fn load(file: ConfigFile, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    match file {
+        ConfigFile::Explicit(path) => {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        ConfigFile::DefaultIfPresent => {
+            let path = Path::new(DEFAULT_CONFIG_PATH);
+            if path.is_file() {
+                figment = figment.merge(Toml::file_exact(path));
+            }
+        }
+        ConfigFile::None => {}
+    }
+    figment = figment.merge(Serialized::defaults(prefixed_env_layer(env)));
+    if let Some(url) = env.var("DATABASE_URL") {
+        figment = figment.merge(Serialized::default("database.url", url));
+    }
+
+    let mut config: Config = figment.extract().map_err(figment_error)?;
+    config.env = read_env_secrets(env)?;
+    config.validate()?;
+    Ok(config)
+}
+
+impl Config {
+    /// Cross-field rules that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database.url.as_str();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::new(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+        match self.admin.public_url.scheme() {
+            "http" | "https" => {}
+            _ => {
+                return Err(ConfigError::new(
+                    "admin.public_url",
+                    "must be an http(s) URL",
+                ));
+            }
+        }
+        if self.admin.public_url.cannot_be_a_base() || self.admin.public_url.host().is_none() {
+            return Err(ConfigError::new(
+                "admin.public_url",
+                "must be an absolute URL with a host",
+            ));
+        }
+        if self.audit.queue_capacity == 0 || self.audit.batch_size == 0 {
+            return Err(ConfigError::new(
+                "audit",
+                "queue_capacity and batch_size must be at least 1",
+            ));
+        }
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            return Err(ConfigError::new("log.level", "not a valid tracing filter"));
+        }
+        Ok(())
+    }
+}
+
+/// `GATEHOUSE__SECTION__KEY=value` pairs as one nested dictionary. Values are parsed the way
+/// figment's own `Env` provider parses them (booleans, numbers, arrays, else strings).
+fn prefixed_env_layer(env: &dyn EnvSource) -> figment::value::Dict {
+    let mut layer = figment::value::Dict::new();
+    for (name, raw) in env.vars() {
+        let Some(rest) = name.strip_prefix("GATEHOUSE__") else {
+            continue;
+        };
+        let key = rest.to_ascii_lowercase().replace("__", ".");
+        let value: figment::value::Value = match raw.parse() {
+            Ok(value) => value,
+            Err(never) => match never {},
+        };
+        if let Some(nested) = figment::util::nest(&key, value).into_dict() {
+            layer = merge_dicts(layer, nested);
+        }
+    }
+    layer
+}
+
+fn merge_dicts(
+    mut base: figment::value::Dict,
+    other: figment::value::Dict,
+) -> figment::value::Dict {
+    use figment::value::Value;
+    for (key, value) in other {
+        let merged = match (base.remove(&key), value) {
+            (Some(Value::Dict(_, a)), Value::Dict(tag, b)) => Value::Dict(tag, merge_dicts(a, b)),
+            (_, value) => value,
+        };
+        base.insert(key, merged);
+    }
+    base
+}
+
+fn read_env_secrets(env: &dyn EnvSource) -> Result<EnvSecrets, ConfigError> {
+    let encryption_key = env
+        .var("GATEHOUSE_ENCRYPTION_KEY")
+        .map(|v| decode_key(&v).ok_or_else(|| key_error("GATEHOUSE_ENCRYPTION_KEY")))
+        .transpose()?;
+    let old_encryption_keys = match env.var("GATEHOUSE_ENCRYPTION_OLD_KEYS") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| decode_key(k).ok_or_else(|| key_error("GATEHOUSE_ENCRYPTION_OLD_KEYS")))
+            .collect::<Result<_, _>>()?,
+    };
+    let admin_token = env.var("GATEHOUSE_ADMIN_TOKEN");
+    if let Some(token) = &admin_token
+        && crate::domain::tokens::AdminToken::parse(token).is_none()
+    {
+        return Err(ConfigError::new(
+            "GATEHOUSE_ADMIN_TOKEN",
+            "must be an admin token: sga_ followed by 43 base64url characters",
+        ));
+    }
+    let mut oauth_clients = BTreeMap::new();
+    for (provider, prefix) in [
+        ("microsoft_365", "OAUTH_MICROSOFT"),
+        ("google_workspace", "OAUTH_GOOGLE"),
+    ] {
+        let id_var = format!("{prefix}_CLIENT_ID");
+        let secret_var = format!("{prefix}_CLIENT_SECRET");
+        match (env.var(&id_var), env.var(&secret_var)) {
+            (Some(client_id), Some(client_secret)) => {
+                oauth_clients.insert(
+                    provider.to_owned(),
+                    OAuthClientCredentials {
+                        client_id,
+                        client_secret,
+                    },
+                );
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    secret_var,
+                    "must be set with its client id",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    id_var,
+                    "must be set with its client secret",
+                ));
+            }
+        }
+    }
+    Ok(EnvSecrets {
+        encryption_key,
+        old_encryption_keys,
+        admin_token,
+        oauth_clients,
+    })
+}
+
+fn key_error(name: &str) -> ConfigError {
+    ConfigError::new(name, "must be the base64 encoding of exactly 32 bytes")
+}
+
+/// Decode a base64 (standard or URL-safe, padded or not) 32-byte key.
+pub fn decode_key(text: &str) -> Option<[u8; 32]> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let text = text.trim();
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+}
+
+/// Render a figment error as one line naming the key, without echoing any value.
+fn figment_error(error: figment::Error) -> ConfigError {
+    use figment::error::Kind;
+    let error = match error.into_iter().next() {
+        Some(first) => first,
+        None => return ConfigError::new("config", "could not be read"),
+    };
+    let mut setting = error.path.join(".");
+    let problem = match &error.kind {
+        Kind::Message(message) => message.clone(),
+        Kind::InvalidType(_, expected) => format!("expected {expected}"),
+        Kind::InvalidValue(_, expected) => format!("expected {expected}"),
+        Kind::InvalidLength(_, expected) => format!("expected {expected}"),
+        Kind::UnknownVariant(_, expected) => format!("expected one of {}", expected.join(", ")),
+        Kind::UnknownField(field, _) => {
+            if !setting.ends_with(field.as_str()) {
+                setting = join_key(&setting, field);
+            }
+            "unknown key".to_owned()
+        }
+        Kind::MissingField(field) => {
+            setting = join_key(&setting, field);
+            "missing".to_owned()
+        }
+        Kind::DuplicateField(field) => {
+            setting = join_key(&setting, field);
+            "given twice".to_owned()
+        }
+        Kind::ISizeOutOfRange(_) | Kind::USizeOutOfRange(_) => "number out of range".to_owned(),
+        Kind::Unsupported(_) | Kind::UnsupportedKey(_, _) => "unsupported value".to_owned(),
+    };
+    if setting.is_empty() {
+        // A TOML syntax error has no key path; say which file and where, but not the content.
+        setting = error
+            .metadata
+            .as_ref()
+            .and_then(|m| m.source.as_ref())
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "config".to_owned());
+    }
+    // Messages from value parsers (URLs, durations, addresses) describe the rule, not the input,
+    // except for the database URL, which may hold a password: never pass its parser's words on.
+    let problem = if setting == "database.url" {
+        "invalid value".to_owned()
+    } else {
+        problem.lines().next().unwrap_or("invalid value").to_owned()
+    };
+    ConfigError::new(setting, problem)
+}
+
+fn join_key(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+#[cfg(test)]
+mod tests;

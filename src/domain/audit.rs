@@ -1,0 +1,78 @@
+//! Audit rows: one per proxied request that reached the target check (SPEC §4 step 9).
+
+use uuid::Uuid;
+
+use super::Timestamp;
+
+/// What the proxy records about one request. Never holds a query string or a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub token_id: Option<Uuid>,
+    pub token_name: String,
+    pub target_id: Option<Uuid>,
+    pub target_slug: String,
+    pub method: String,
+    pub path: String,
+    pub status_code: u16,
+    pub client_ip: String,
+    pub duration_ms: u64,
+    pub upstream_ms: Option<u64>,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// Filters for the newest-first audit listing.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub token_id: Option<Uuid>,
+    pub target_slug: Option<String>,
+    pub status_code: Option<u16>,
+    /// Only rows strictly older than this cursor.
+    pub before: Option<AuditCursor>,
+    pub limit: u64,
+}
+
+/// Position in the newest-first order: `(created_at, id)` of the last row of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub created_at: Timestamp,
+    pub id: Uuid,
+}
+
+impl AuditCursor {
+    /// Opaque text form: `{unix micros}_{uuid}`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}_{}",
+            self.created_at.timestamp_micros(),
+            self.id.simple()
+        )
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (micros, id) = text.split_once('_')?;
+        let created_at = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        Some(Self {
+            created_at,
+            id: Uuid::parse_str(id).ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trip_and_garbage() {
+        let cursor = AuditCursor {
+            created_at: chrono::DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
+            id: Uuid::new_v4(),
+        };
+        assert_eq!(AuditCursor::decode(&cursor.encode()), Some(cursor));
+        for bad in ["", "x_y", "123", "123_notauuid", "_"] {
+            assert_eq!(AuditCursor::decode(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Plain types and their parse rules. No I/O, no framework types: once a value of one of these
+//! types exists it is valid, and callers never re-check it.
+
+pub mod accounts;
+pub mod audit;
+pub mod ip_allowlist;
+pub mod targets;
+pub mod tokens;
+
+/// Timestamps are UTC everywhere.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -1,0 +1,162 @@
+//! Agent tokens (`sg_…`) and admin tokens (`sga_…`): 256 random bits, base64url without
+//! padding, stored only as a SHA-256 hash.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
+
+/// Length of 32 bytes in unpadded base64url.
+const SECRET_CHARS: usize = 43;
+
+/// SHA-256 of a token's plaintext, lowercase hex. The only form in which tokens are stored.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenHash(String);
+
+impl TokenHash {
+    pub fn of(plaintext: &str) -> Self {
+        Self(hex::encode(Sha256::digest(plaintext.as_bytes())))
+    }
+
+    /// Wrap a hash read back from storage.
+    pub fn from_stored(hex: String) -> Self {
+        Self(hex)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A hash is not a secret, but a short form keeps logs readable.
+        write!(f, "TokenHash({}…)", self.0.get(..8).unwrap_or(""))
+    }
+}
+
+macro_rules! bearer_token {
+    ($name:ident, $prefix:literal, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Clone, PartialEq, Eq)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A new token from the operating system's random generator.
+            pub fn generate() -> Self {
+                let mut bytes = [0u8; 32];
+                rand::rng().fill_bytes(&mut bytes);
+                Self(format!("{}{}", $prefix, URL_SAFE_NO_PAD.encode(bytes)))
+            }
+
+            /// Accept only the exact shape this type generates; anything else is `None`.
+            pub fn parse(text: &str) -> Option<Self> {
+                let secret = text.strip_prefix($prefix)?;
+                let well_formed = secret.len() == SECRET_CHARS
+                    && secret
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                well_formed.then(|| Self(text.to_owned()))
+            }
+
+            pub fn hash(&self) -> TokenHash {
+                TokenHash::of(&self.0)
+            }
+
+            /// The plaintext, for showing once to whoever created the token.
+            pub fn expose(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({}…)"), $prefix)
+            }
+        }
+    };
+}
+
+bearer_token!(
+    AgentToken,
+    "sg_",
+    "An agent's bearer token for the proxy listener."
+);
+bearer_token!(AdminToken, "sga_", "A bearer token for the admin API.");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_parse_back_and_differ() {
+        let a = AgentToken::generate();
+        let b = AgentToken::generate();
+        assert_ne!(a, b);
+        assert_eq!(AgentToken::parse(a.expose()), Some(a.clone()));
+        assert_eq!(a.expose().len(), 3 + SECRET_CHARS);
+        let admin = AdminToken::generate();
+        assert_eq!(AdminToken::parse(admin.expose()), Some(admin.clone()));
+    }
+
+    #[test]
+    fn malformed_tokens_are_rejected() {
+        let good = AgentToken::generate();
+        let secret = &good.expose()[3..];
+        for bad in [
+            String::new(),
+            "sg_".to_owned(),
+            format!("sga_{secret}"),
+            format!("sg_{}", &secret[1..]),
+            format!("sg_{secret}x"),
+            format!("sg_{}!", &secret[1..]),
+            format!("SG_{secret}"),
+        ] {
+            assert_eq!(AgentToken::parse(&bad), None, "{bad:?} must not parse");
+        }
+        assert_eq!(AdminToken::parse(good.expose()), None);
+    }
+
+    #[test]
+    fn hash_is_sha256_hex_and_debug_hides_secrets() {
+        assert_eq!(
+            TokenHash::of("abc").as_str(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let token = AgentToken::generate();
+        let shown = format!("{token:?}");
+        assert!(!shown.contains(&token.expose()[3..]), "{shown}");
+    }
+}
+
+/// An agent token as stored (the plaintext is never stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentTokenRecord {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub hash: TokenHash,
+    pub allowed_ips: super::ip_allowlist::IpAllowlist,
+    pub created_at: super::Timestamp,
+    pub updated_at: super::Timestamp,
+    pub revoked_at: Option<super::Timestamp>,
+    pub last_used_at: Option<super::Timestamp>,
+}
+
+impl AgentTokenRecord {
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+}
+
+/// An admin token as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminTokenRecord {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub created_at: super::Timestamp,
+    pub revoked_at: Option<super::Timestamp>,
+}

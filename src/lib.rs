@@ -1,0 +1,16 @@
+//! Gatehouse: a credential gateway for AI agents.
+//!
+//! Agents hold scoped, revocable `sg_` tokens; Gatehouse checks them, injects the real
+//! credential of the target and forwards to the upstream. See `ARCHITECTURE.md` for the map.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod metrics;
+pub mod proxy;
+pub mod store;
+pub mod telemetry;

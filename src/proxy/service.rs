@@ -1,0 +1,74 @@
+//! Running the Pingora proxy service on Gatehouse's own tokio runtime.
+//!
+//! We do not use `pingora::server::Server`: it owns signal handling, sleeps the whole grace
+//! period on every shutdown and binds listeners itself with no way to report the bound port.
+//! Instead the listener is bound here (a taken port is a clean startup error naming
+//! `proxy.listen`, and port 0 works in tests), handed to Pingora through its listen-fd table,
+//! and the service is driven directly with our own shutdown watch. On shutdown the accept loop
+//! stops and we wait until in-flight requests finish or the grace period ends.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::IntoRawFd as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Fds, ListenFds};
+use pingora::services::Service as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::GatewayProxy;
+
+/// A running proxy listener.
+pub struct ProxyHandle {
+    pub local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    in_flight: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+/// Start serving on an already bound listener.
+pub fn start(listener: TcpListener) -> std::io::Result<ProxyHandle> {
+    let local_addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let address = local_addr.to_string();
+    let mut fds = Fds::new();
+    fds.add(address.clone(), listener.into_raw_fd());
+    let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
+
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let conf = Arc::new(ServerConf::default());
+    let mut service = pingora::proxy::http_proxy_service(
+        &conf,
+        GatewayProxy {
+            in_flight: in_flight.clone(),
+        },
+    );
+    service.add_tcp(&address);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        service.start_service(Some(fds), shutdown_rx, 1).await;
+    });
+    Ok(ProxyHandle {
+        local_addr,
+        shutdown,
+        in_flight,
+        task,
+    })
+}
+
+impl ProxyHandle {
+    /// Stop accepting, then wait for in-flight requests to finish, at most `grace`.
+    /// Returns the number of requests still in flight when the wait ended.
+    pub async fn shutdown(self, grace: Duration) -> usize {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = tokio::time::timeout_at(deadline, self.task).await;
+        self.in_flight.load(Ordering::Acquire)
+    }
+}

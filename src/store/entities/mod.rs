@@ -1,0 +1,9 @@
+//! sea-orm entities, one file per table of SPEC §3. Private to `store`.
+
+pub mod admin_tokens;
+pub mod audit_logs;
+pub mod connected_accounts;
+pub mod target_auth_methods;
+pub mod targets;
+pub mod token_permissions;
+pub mod tokens;

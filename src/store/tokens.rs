@@ -1,0 +1,172 @@
+//! Agent tokens (`tokens` table).
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _,
+};
+use uuid::Uuid;
+
+use super::entities::tokens::{self, Entity as Tokens};
+use super::{Store, StoreError, classify, now};
+use crate::domain::Timestamp;
+use crate::domain::ip_allowlist::IpAllowlist;
+use crate::domain::tokens::{AgentTokenRecord, TokenHash};
+
+const ENTITY: &str = "token";
+
+/// A token to store: its plaintext has already been shown and dropped.
+#[derive(Debug, Clone)]
+pub struct NewAgentToken {
+    pub name: String,
+    pub hash: TokenHash,
+    pub allowed_ips: IpAllowlist,
+}
+
+/// Fields an admin may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AgentTokenPatch {
+    pub name: Option<String>,
+    pub allowed_ips: Option<IpAllowlist>,
+}
+
+impl Store {
+    pub async fn insert_agent_token(
+        &self,
+        new: NewAgentToken,
+    ) -> Result<AgentTokenRecord, StoreError> {
+        let at = now();
+        let model = tokens::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            name: Set(new.name),
+            token_hash: Set(new.hash.as_str().to_owned()),
+            allowed_ips: Set(serde_json::json!(new.allowed_ips.to_strings())),
+            created_at: Set(at),
+            updated_at: Set(at),
+            revoked_at: Set(None),
+            last_used_at: Set(None),
+        };
+        let model = model
+            .insert(self.conn())
+            .await
+            .map_err(|e| classify(e, "tokens.token_hash"))?;
+        to_record(model)
+    }
+
+    pub async fn list_agent_tokens(&self) -> Result<Vec<AgentTokenRecord>, StoreError> {
+        Tokens::find()
+            .order_by_asc(tokens::Column::CreatedAt)
+            .order_by_asc(tokens::Column::Id)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(to_record)
+            .collect()
+    }
+
+    pub async fn agent_token(&self, id: Uuid) -> Result<AgentTokenRecord, StoreError> {
+        let model = Tokens::find_by_id(id).one(self.conn()).await?;
+        to_record(model.ok_or(StoreError::not_found(ENTITY))?)
+    }
+
+    pub async fn agent_token_by_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<AgentTokenRecord>, StoreError> {
+        Tokens::find()
+            .filter(tokens::Column::TokenHash.eq(hash.as_str()))
+            .one(self.conn())
+            .await?
+            .map(to_record)
+            .transpose()
+    }
+
+    pub async fn update_agent_token(
+        &self,
+        id: Uuid,
+        patch: AgentTokenPatch,
+    ) -> Result<AgentTokenRecord, StoreError> {
+        let mut model: tokens::ActiveModel = Tokens::find_by_id(id)
+            .one(self.conn())
+            .await?
+            .ok_or(StoreError::not_found(ENTITY))?
+            .into();
+        if let Some(name) = patch.name {
+            model.name = Set(name);
+        }
+        if let Some(allowed_ips) = patch.allowed_ips {
+            model.allowed_ips = Set(serde_json::json!(allowed_ips.to_strings()));
+        }
+        model.updated_at = Set(now());
+        to_record(model.update(self.conn()).await?)
+    }
+
+    /// Swap in a new hash (regenerate): the old plaintext stops matching at once.
+    pub async fn replace_agent_token_hash(
+        &self,
+        id: Uuid,
+        hash: &TokenHash,
+    ) -> Result<AgentTokenRecord, StoreError> {
+        let result = Tokens::update_many()
+            .col_expr(tokens::Column::TokenHash, Expr::value(hash.as_str()))
+            .col_expr(tokens::Column::UpdatedAt, Expr::value(now()))
+            .filter(tokens::Column::Id.eq(id))
+            .exec(self.conn())
+            .await
+            .map_err(|e| classify(e, "tokens.token_hash"))?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::not_found(ENTITY));
+        }
+        self.agent_token(id).await
+    }
+
+    /// Mark revoked (idempotent: a second revoke keeps the first time).
+    pub async fn revoke_agent_token(&self, id: Uuid) -> Result<AgentTokenRecord, StoreError> {
+        let at = now();
+        Tokens::update_many()
+            .col_expr(tokens::Column::RevokedAt, Expr::value(at))
+            .col_expr(tokens::Column::UpdatedAt, Expr::value(at))
+            .filter(tokens::Column::Id.eq(id))
+            .filter(tokens::Column::RevokedAt.is_null())
+            .exec(self.conn())
+            .await?;
+        self.agent_token(id).await
+    }
+
+    pub async fn delete_agent_token(&self, id: Uuid) -> Result<(), StoreError> {
+        let result = Tokens::delete_by_id(id).exec(self.conn()).await?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::not_found(ENTITY));
+        }
+        Ok(())
+    }
+
+    /// Record when tokens were last used; batched by the caller, one statement per token.
+    pub async fn touch_agent_tokens(&self, uses: &[(Uuid, Timestamp)]) -> Result<(), StoreError> {
+        for (id, at) in uses {
+            Tokens::update_many()
+                .col_expr(tokens::Column::LastUsedAt, Expr::value(*at))
+                .filter(tokens::Column::Id.eq(*id))
+                .exec(self.conn())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn to_record(model: tokens::Model) -> Result<AgentTokenRecord, StoreError> {
+    let entries: Vec<String> = serde_json::from_value(model.allowed_ips)
+        .map_err(|e| StoreError::corrupt(ENTITY, format!("allowed_ips: {e}")))?;
+    let allowed_ips = IpAllowlist::parse(&entries)
+        .map_err(|e| StoreError::corrupt(ENTITY, format!("allowed_ips: {e}")))?;
+    Ok(AgentTokenRecord {
+        id: model.id,
+        name: model.name,
+        hash: TokenHash::from_stored(model.token_hash),
+        allowed_ips,
+        created_at: model.created_at,
+        updated_at: model.updated_at,
+        revoked_at: model.revoked_at,
+        last_used_at: model.last_used_at,
+    })
+}
