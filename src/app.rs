@@ -71,12 +71,8 @@ pub struct App;
 impl App {
     /// Connect, migrate, bind the three listeners and start serving.
     pub async fn build(config: Config) -> Result<RunningApp, StartupError> {
-        let store = open_store(&config).await?;
-        let (secret_box, key_origin) = load_secret_box(&config)?;
-        let generated_admin_token = bootstrap_admin_token(&store, &config).await?;
-        let metrics = Arc::new(Metrics::new()?);
-
-        // Bind all three before serving any, so a taken port leaves nothing half started.
+        // Bind all three first: a taken port fails fast, before any other work, and leaves
+        // nothing half started.
         let proxy_listener = bind_std("proxy.listen", config.proxy.listen)?;
         let admin_listener = bind_tokio("admin.listen", config.admin.listen)?;
         let metrics_listener = bind_tokio("metrics.listen", config.metrics.listen)?;
@@ -90,6 +86,11 @@ impl App {
             config.metrics.listen,
             metrics_listener.local_addr(),
         )?;
+
+        let store = open_store(&config).await?;
+        let (secret_box, key_origin) = load_secret_box(&config)?;
+        let generated_admin_token = bootstrap_admin_token(&store, &config).await?;
+        let metrics = Arc::new(Metrics::new()?);
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let admin_state = AdminState {

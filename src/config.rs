@@ -19,7 +19,7 @@ use url::Url;
 /// Path read by `serve` when `--config` is not given and the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/gatehouse.toml";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub proxy: ProxyConfig,
@@ -247,23 +247,6 @@ impl Default for LogConfig {
         Self {
             level: "info".to_owned(),
             format: LogFormat::Text,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            proxy: ProxyConfig::default(),
-            admin: AdminConfig::default(),
-            metrics: MetricsConfig::default(),
-            database: DatabaseConfig::default(),
-            upstream: UpstreamConfig::default(),
-            secrets: SecretsConfig::default(),
-            audit: AuditConfig::default(),
-            log: LogConfig::default(),
-            providers: BTreeMap::new(),
-            env: EnvSecrets::default(),
         }
     }
 }

@@ -1,0 +1,7 @@
+//! Test harness: real databases, the real server in-process on loopback ephemeral ports.
+
+pub mod app;
+pub mod db;
+
+pub use app::TestApp;
+pub use db::TestDb;
