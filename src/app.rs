@@ -9,6 +9,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::change_feed::ChangeFeed;
+use crate::egress::EgressPolicy;
+use crate::manage::Management;
 use crate::config::{Config, ConfigError};
 use crate::crypto::{self, CryptoError, KeyOrigin, SecretBox};
 use crate::domain::tokens::AdminToken;
@@ -93,8 +96,18 @@ impl App {
         let metrics = Arc::new(Metrics::new()?);
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let changes = ChangeFeed::default();
+        let secret_box = Arc::new(secret_box);
+        let management = Management::new(
+            store.clone(),
+            secret_box.clone(),
+            EgressPolicy::new(config.upstream.allow_private),
+            changes.clone(),
+        );
         let admin_state = AdminState {
-            store: store.clone(),
+            management,
+            configured_admin_token: config.env.admin_token.as_deref().and_then(AdminToken::parse).map(|t| t.hash()),
+            max_body_bytes: config.admin.max_body_bytes,
         };
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,

@@ -5,11 +5,15 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod api_error;
+pub mod change_feed;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod domain;
+pub mod egress;
+pub mod manage;
 pub mod metrics;
 pub mod proxy;
 pub mod store;

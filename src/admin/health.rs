@@ -14,7 +14,7 @@ pub async fn health() -> Json<Value> {
 }
 
 pub async fn ready(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Value>) {
-    if state.store.is_ready().await {
+    if state.management.store().is_ready().await {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
         (

@@ -1,24 +1,90 @@
-//! The admin listener (axum). The only module that imports `axum`.
+//! The admin listener (axum): management API, health and readiness; and the metrics listener.
+//! The only module that imports `axum`.
 
+mod audit_logs;
+mod auth;
 mod health;
+mod json;
+mod targets;
+mod tokens;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::store::Store;
+use crate::domain::tokens::TokenHash;
+use crate::manage::Management;
 
 /// What admin handlers share.
-#[derive(Clone)]
 pub struct AdminState {
-    pub store: Store,
+    pub management: Management,
+    /// Hash of `GATEHOUSE_ADMIN_TOKEN`, accepted besides stored admin tokens.
+    pub configured_admin_token: Option<TokenHash>,
+    /// Largest accepted request body (`admin.max_body_bytes`).
+    pub max_body_bytes: usize,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: String,
+    /// The input field the error is about, when there is one.
+    field: Option<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Gatehouse admin API", description = "Management API of the Gatehouse credential gateway"),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "targets", description = "Upstream APIs and their credentials"),
+        (name = "tokens", description = "Agent tokens and their permissions"),
+        (name = "audit", description = "One row per proxied request"),
+    )
+)]
+struct ApiDoc;
+
+/// The management API routes and the OpenAPI document generated from the same handlers, so a
+/// route cannot exist without being documented.
+fn api() -> (Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(targets::list_targets, targets::create_target))
+        .routes(routes!(targets::get_target, targets::patch_target, targets::delete_target))
+        .routes(routes!(targets::list_auth_methods, targets::create_auth_method))
+        .routes(routes!(targets::patch_auth_method, targets::delete_auth_method))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::get_token, tokens::patch_token, tokens::delete_token))
+        .routes(routes!(tokens::regenerate_token))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(tokens::list_permissions))
+        .routes(routes!(tokens::put_permission, tokens::delete_permission))
+        .routes(routes!(audit_logs::list_audit_logs))
+        .split_for_parts()
+}
+
+/// The OpenAPI 3.1 document of the management API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().1
 }
 
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/health", get(health::health))
+    let (api, document) = api();
+    let document = Arc::new(document);
+    api.route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { axum::Json(document.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { crate::api_error::ApiError::NotFound("route") })
         .with_state(Arc::new(state))
 }
 
@@ -30,10 +96,7 @@ pub fn metrics_router(metrics: Arc<crate::metrics::Metrics>) -> Router {
             let metrics = metrics.clone();
             async move {
                 (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
                     metrics.render(),
                 )
             }
@@ -47,12 +110,9 @@ pub async fn serve(
     router: Router,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    })
-    .await
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
 }

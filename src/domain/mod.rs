@@ -3,9 +3,11 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod credential;
 pub mod ip_allowlist;
 pub mod targets;
 pub mod tokens;
+pub mod validation;
 
 /// Timestamps are UTC everywhere.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -1,0 +1,40 @@
+//! `Admin`: the extractor every management route takes. Accepts `Authorization: Bearer sga_…`
+//! when the token is the configured one or a stored, unrevoked admin token. (The web UI's
+//! session cookie will be a second way in, added here.)
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use super::AdminState;
+use crate::api_error::ApiError;
+use crate::domain::tokens::AdminToken;
+
+/// Proof that the caller is an admin.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<Arc<AdminState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AdminState>) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(|value| AdminToken::parse(value.trim()))
+            .ok_or(ApiError::Unauthorized)?;
+        let hash = token.hash();
+        if state.configured_admin_token.as_ref() == Some(&hash) {
+            return Ok(Admin);
+        }
+        match state.management.store().active_admin_token(&hash).await {
+            Ok(Some(_)) => Ok(Admin),
+            Ok(None) => Err(ApiError::Unauthorized),
+            Err(error) => Err(error.into()),
+        }
+    }
+}

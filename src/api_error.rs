@@ -1,0 +1,122 @@
+//! `ApiError`: every layer's error on its way to a client, and the ONE table that maps each to
+//! an HTTP status and a public message. Renderers (admin JSON, proxy) call `status()`,
+//! `public_message()` and `field()`; nothing else decides a status.
+
+use http::StatusCode;
+
+use crate::crypto::CryptoError;
+use crate::domain::validation::ValidationError;
+use crate::store::StoreError;
+
+pub const MANAGED_TARGET_MESSAGE: &str = "cannot modify a managed target — change it through its connected account";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Admin authentication failed; one body for every cause.
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A managed target (or its auth methods) was asked to change.
+    #[error("{MANAGED_TARGET_MESSAGE}")]
+    ManagedTarget,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored secret failed to open: the key is wrong or the row was tampered with.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Validation(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::ManagedTarget => StatusCode::CONFLICT,
+            Self::Store(error) => match error {
+                StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+                StoreError::Conflict { .. } => StatusCode::CONFLICT,
+                StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                StoreError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Self::Crypto(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What the client is told. 5xx never carry their cause (it is logged instead).
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Store(StoreError::NotFound { entity }) => format!("{entity} not found"),
+            Self::Store(StoreError::Conflict { constraint }) => match *constraint {
+                "targets.slug" => "slug already exists".to_owned(),
+                "connected_accounts.provider_type_email" => "account already connected".to_owned(),
+                "foreign key" => "a referenced row does not exist".to_owned(),
+                _ => "conflicts with an existing row".to_owned(),
+            },
+            Self::Store(StoreError::Unavailable(_)) => "database unavailable".to_owned(),
+            Self::Store(StoreError::Corrupt { .. }) | Self::Crypto(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The input field a 4xx is about, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Validation(error) => Some(&error.field),
+            Self::Store(StoreError::Conflict { constraint: "targets.slug" }) => Some("slug"),
+            _ => None,
+        }
+    }
+
+    /// Unexpected errors are logged once, where they are rendered.
+    pub fn is_server_error(&self) -> bool {
+        self.status().is_server_error()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_status_and_message() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (ApiError::Unauthorized, 401, "unauthorized"),
+            (ValidationError::new("slug", "must be lowercase").into(), 400, "slug: must be lowercase"),
+            (ApiError::PayloadTooLarge, 413, "request body too large"),
+            (ApiError::UnsupportedMediaType, 415, "content type must be application/json"),
+            (ApiError::NotFound("token"), 404, "token not found"),
+            (ApiError::ManagedTarget, 409, MANAGED_TARGET_MESSAGE),
+            (StoreError::NotFound { entity: "target" }.into(), 404, "target not found"),
+            (StoreError::Conflict { constraint: "targets.slug" }.into(), 409, "slug already exists"),
+            (StoreError::Conflict { constraint: "other" }.into(), 409, "conflicts with an existing row"),
+            (StoreError::Unavailable("connection refused to db.internal".into()).into(), 503, "database unavailable"),
+            (
+                StoreError::Corrupt { entity: "token", problem: "allowed_ips".into() }.into(),
+                500,
+                "internal error",
+            ),
+            (CryptoError::Authentication.into(), 500, "internal error"),
+        ];
+        for (error, status, message) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error:?}");
+            assert_eq!(error.public_message(), message, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn fields_are_named_for_validation_and_slug_conflicts() {
+        assert_eq!(ApiError::from(ValidationError::new("base_url", "x")).field(), Some("base_url"));
+        assert_eq!(ApiError::from(StoreError::Conflict { constraint: "targets.slug" }).field(), Some("slug"));
+        assert_eq!(ApiError::Unauthorized.field(), None);
+    }
+}

@@ -1,0 +1,72 @@
+//! Management services: the rules of SPEC §5 over the store, shared by the admin API, the CLI
+//! and (later) the web UI, so each rule lives in one place. They take and return domain types;
+//! every successful write publishes a `ChangeEvent`.
+
+mod targets;
+mod tokens;
+
+pub use targets::{NewTargetInput, TargetDetail, TargetPatchInput, TargetSummary};
+pub use tokens::PermissionView;
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::api_error::ApiError;
+use crate::change_feed::ChangeFeed;
+use crate::crypto::SecretBox;
+use crate::domain::audit::{AuditCursor, AuditEntry, AuditQuery};
+use crate::domain::validation::ValidationError;
+use crate::egress::EgressPolicy;
+use crate::store::Store;
+
+/// Longest name accepted for targets, tokens and auth-method labels.
+const MAX_NAME_CHARS: usize = 200;
+
+#[derive(Clone)]
+pub struct Management {
+    store: Store,
+    secrets: Arc<SecretBox>,
+    egress: EgressPolicy,
+    changes: ChangeFeed,
+}
+
+impl Management {
+    pub fn new(store: Store, secrets: Arc<SecretBox>, egress: EgressPolicy, changes: ChangeFeed) -> Self {
+        Self {
+            store,
+            secrets,
+            egress,
+            changes,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Newest-first audit rows and the cursor of the next page.
+    pub async fn audit_page(&self, query: &AuditQuery) -> Result<(Vec<AuditEntry>, Option<AuditCursor>), ApiError> {
+        Ok(self.store.audit_page(query).await?)
+    }
+}
+
+/// A trimmed, non-empty name of at most `MAX_NAME_CHARS` characters without control characters.
+fn valid_name(field: &str, name: &str) -> Result<String, ValidationError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(ValidationError::new(field, format!("must be at most {MAX_NAME_CHARS} characters")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ValidationError::new(field, "must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// A path id that must be a UUID.
+pub fn parse_id(field: &str, text: &str) -> Result<Uuid, ValidationError> {
+    Uuid::parse_str(text).map_err(|_| ValidationError::new(field, "must be a UUID"))
+}
