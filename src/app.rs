@@ -69,6 +69,18 @@ pub fn load_secret_box(config: &Config) -> Result<(SecretBox, KeyOrigin), Startu
     ))
 }
 
+/// The management services on their own, for CLI commands that share the admin API's rules.
+pub async fn management(config: &Config) -> Result<Management, StartupError> {
+    let store = open_store(config).await?;
+    let (secret_box, _) = load_secret_box(config)?;
+    Ok(Management::new(
+        store,
+        Arc::new(secret_box),
+        EgressPolicy::new(config.upstream.allow_private),
+        ChangeFeed::default(),
+    ))
+}
+
 pub struct App;
 
 impl App {

@@ -35,6 +35,25 @@ pub enum Command {
         #[arg(long, default_value = "cli")]
         name: String,
     },
+    /// Agent tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an agent token, grant it the given targets, and print it once.
+    Create {
+        /// A name to recognise the token by.
+        #[arg(long)]
+        name: String,
+        /// Slug of a target the token may use; repeat for more.
+        #[arg(long = "target", value_name = "SLUG")]
+        targets: Vec<String>,
+        /// Grant read-only access (GET, HEAD, OPTIONS).
+        #[arg(long)]
+        read_only: bool,
+    },
 }
 
 /// Run the parsed command to completion.
@@ -52,6 +71,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => runtime.block_on(serve(config)),
         Command::Migrate => runtime.block_on(migrate(config)),
         Command::AdminToken { name } => runtime.block_on(admin_token(config, &name)),
+        Command::Token(TokenCommand::Create {
+            name,
+            targets,
+            read_only,
+        }) => runtime.block_on(token_create(config, &name, &targets, read_only)),
     }
 }
 
@@ -82,6 +106,15 @@ async fn admin_token(config: Config, name: &str) -> anyhow::Result<()> {
     store.insert_admin_token(name, &token.hash()).await?;
     println!("{}", token.expose());
     store.close().await;
+    Ok(())
+}
+
+async fn token_create(config: Config, name: &str, targets: &[String], read_only: bool) -> anyhow::Result<()> {
+    let management = app::management(&config).await?;
+    let result = management.create_token_for_targets(name, targets, read_only).await;
+    management.store().clone().close().await;
+    let (_, plaintext) = result.map_err(|error| anyhow::anyhow!(error.public_message()))?;
+    println!("{}", plaintext.expose());
     Ok(())
 }
 

@@ -16,9 +16,17 @@ pub const CLAMPED_TARGETS: [&str; 6] = [
     "hyper",
 ];
 
+/// Chatty dependencies: one line per migration step; `store` logs a summary instead.
+const QUIET_TARGETS: [&str; 1] = ["sea_orm_migration"];
+
 /// The filter for a configured level, with the clamps applied last so they win.
 pub fn filter(level: &str) -> EnvFilter {
     let mut filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in QUIET_TARGETS {
+        if let Ok(directive) = format!("{target}=warn").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     for target in CLAMPED_TARGETS {
         if let Ok(directive) = format!("{target}=warn").parse() {
             filter = filter.add_directive(directive);

@@ -128,7 +128,12 @@ impl Store {
 
     /// Apply every pending migration. Idempotent.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        Migrator::up(&self.db, None).await.map_err(StoreError::from)
+        let pending = self.pending_migrations().await?;
+        Migrator::up(&self.db, None).await?;
+        if !pending.is_empty() {
+            tracing::info!(applied = pending.len(), migrations = %pending.join(", "), "database migrated");
+        }
+        Ok(())
     }
 
     /// Names of migrations not yet applied.
