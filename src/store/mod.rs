@@ -11,6 +11,8 @@ pub mod audit;
 pub mod targets;
 pub mod tokens;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gatehouse_migrations::{Migrator, MigratorTrait as _};
@@ -78,6 +80,8 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Statements executed through this pool, for the "no SQL on the hot path" check.
+    statements: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -103,10 +107,15 @@ impl Store {
             .connect_timeout(connect_timeout)
             .acquire_timeout(connect_timeout)
             .sqlx_logging(false);
-        let db = Database::connect(options)
+        let mut db = Database::connect(options)
             .await
             .map_err(|e| StoreError::Unavailable(sanitize(&e.to_string(), url)))?;
-        let store = Self { db };
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = statements.clone();
+        db.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let store = Self { db, statements };
         if store.backend() == Backend::Sqlite {
             // WAL lets readers proceed while the audit writer commits; the setting persists in
             // the file. A busy timeout turns brief write contention into waiting, not errors.
@@ -117,6 +126,11 @@ impl Store {
         }
         store.ping().await?;
         Ok(store)
+    }
+
+    /// How many SQL statements this store (and its clones) has executed so far.
+    pub fn statements_executed(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
     }
 
     pub fn backend(&self) -> Backend {

@@ -53,7 +53,10 @@ async fn seed(app: &TestApp) -> Seeded {
             .unwrap();
         tokens.push(record.id);
     }
-    let alpha = app.api().create_target("Alpha", "https://api.example.com").await;
+    let alpha = app
+        .api()
+        .create_target("Alpha", "https://api.example.com")
+        .await;
     let alpha_id = json_id(&alpha);
     let base = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
     let statuses = [200u16, 403, 502, 200, 200, 403, 200];
@@ -117,13 +120,23 @@ async fn newest_first_with_every_field() {
     let seeded = seed(&app).await;
     let api = app.api();
     let body = page(&api, "").await;
-    let keys: BTreeSet<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: BTreeSet<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys, BTreeSet::from(["entries", "next_before"]));
     assert_eq!(ids(&body), expected(&seeded, |_| true));
     assert_eq!(body["next_before"], Value::Null, "a page that is not full");
 
     let newest = &body["entries"][0];
-    let entry_keys: BTreeSet<&str> = newest.as_object().unwrap().keys().map(String::as_str).collect();
+    let entry_keys: BTreeSet<&str> = newest
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(entry_keys, BTreeSet::from(ENTRY_KEYS));
     let source = &seeded.entries[6];
     assert_eq!(newest["token_id"], seeded.token_a.to_string());

@@ -151,7 +151,12 @@ async fn the_configured_and_stored_admin_tokens_are_accepted() {
     .await;
     created.expect(201);
     assert_eq!(
-        app.running().store().list_agent_tokens().await.unwrap().len(),
+        app.running()
+            .store()
+            .list_agent_tokens()
+            .await
+            .unwrap()
+            .len(),
         1
     );
     app.stop().await;
@@ -162,7 +167,9 @@ async fn json_body_errors_are_400_naming_the_field() {
     let app = TestApp::spawn().await;
     let api = app.api();
     let store = app.running().store();
-    let target = api.create_target("Existing", "https://api.example.com").await;
+    let target = api
+        .create_target("Existing", "https://api.example.com")
+        .await;
     let target_id = crate::support::admin::json_id(&target);
 
     // Malformed JSON.
@@ -213,9 +220,7 @@ async fn json_body_errors_are_400_naming_the_field() {
     unknown.expect_field_error(400, "admin");
 
     // A missing required field is a 400 too.
-    let missing = api
-        .post("/api/targets", json!({"name": "No URL"}))
-        .await;
+    let missing = api.post("/api/targets", json!({"name": "No URL"})).await;
     missing.expect_field_error(400, "base_url");
 
     // A body that is not declared JSON.
@@ -307,7 +312,11 @@ async fn a_path_id_that_is_not_a_uuid_is_400() {
             Some(json!({"enabled": false})),
         ),
         (Method::DELETE, "/api/targets/not-a-uuid".into(), None),
-        (Method::GET, "/api/targets/not-a-uuid/auth-methods".into(), None),
+        (
+            Method::GET,
+            "/api/targets/not-a-uuid/auth-methods".into(),
+            None,
+        ),
         (
             Method::PATCH,
             format!("/api/targets/{target_id}/auth-methods/nope"),

@@ -220,7 +220,10 @@ async fn custom_header_hint_names_every_header() {
     )
     .await;
     let created = reply.expect(201);
-    let hint = created["credential_hint"].as_str().unwrap().to_ascii_lowercase();
+    let hint = created["credential_hint"]
+        .as_str()
+        .unwrap()
+        .to_ascii_lowercase();
     assert!(hint.contains("x-api-key"), "{hint}");
     assert!(hint.contains("x-api-tenant"), "{hint}");
     assert_no_secret(
@@ -303,7 +306,10 @@ async fn bad_credentials_are_400_and_store_nothing() {
         ("custom_header", json!({"name": "X-Api-Key"})),
         ("query_param", json!("qp-canary-without-colon")),
         ("query_param", json!(":qp-canary-empty-name")),
-        ("oauth2_refresh_token", oauth(json!({"refresh_token": null}))),
+        (
+            "oauth2_refresh_token",
+            oauth(json!({"refresh_token": null})),
+        ),
         ("oauth2_refresh_token", oauth(json!({"client_id": null}))),
         ("oauth2_refresh_token", oauth(json!({"token_url": null}))),
         (
@@ -356,7 +362,9 @@ async fn one_default_per_target() {
     let app = TestApp::spawn().await;
     let api = app.api();
     let store = app.running().store();
-    let target = api.create_target("Defaults", "https://api.example.com").await;
+    let target = api
+        .create_target("Defaults", "https://api.example.com")
+        .await;
     let target_id = json_id(&target);
     let methods_path = format!("/api/targets/{target_id}/auth-methods");
 
@@ -367,7 +375,10 @@ async fn one_default_per_target() {
     let second = api
         .create_auth_method(target_id, "second", "bearer", json!("aaaaaaaaaaaa0002"))
         .await;
-    assert_eq!(second["is_default"], false, "later ones do not by themselves");
+    assert_eq!(
+        second["is_default"], false,
+        "later ones do not by themselves"
+    );
     let third = post_method(
         &api,
         target_id,
@@ -429,7 +440,9 @@ async fn one_default_per_target() {
     );
 
     // On a fresh target, `is_default: false` keeps even the first from being default.
-    let other = api.create_target("No Default", "https://api.example.com").await;
+    let other = api
+        .create_target("No Default", "https://api.example.com")
+        .await;
     let other_id = json_id(&other);
     let reply = post_method(
         &api,
@@ -462,7 +475,9 @@ async fn patch_label_and_credential_then_delete() {
     let app = TestApp::spawn().await;
     let api = app.api();
     let store = app.running().store();
-    let target = api.create_target("Patchable", "https://api.example.com").await;
+    let target = api
+        .create_target("Patchable", "https://api.example.com")
+        .await;
     let target_id = json_id(&target);
     let created = api
         .create_auth_method(target_id, "old label", "bearer", json!("first-secret-1111"))

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeSet;
 
+use gatehouse::domain::ip_allowlist::IpAllowlist;
 use gatehouse::domain::targets::AuthMethodKind;
 use gatehouse::domain::tokens::{AdminToken, AgentToken};
-use gatehouse::domain::ip_allowlist::IpAllowlist;
 use gatehouse::store::StoreError;
 use gatehouse::store::targets::NewAuthMethod;
 use gatehouse::store::tokens::NewAgentToken;
@@ -111,7 +111,10 @@ async fn create_derives_or_takes_the_slug() {
     let explicit = reply.expect(201).clone();
     assert_eq!(explicit["slug"], "my-slug-2");
     assert_eq!(explicit["enabled"], false);
-    assert!(same_url(&explicit["base_url"], "https://api.example.com/v1"));
+    assert!(same_url(
+        &explicit["base_url"],
+        "https://api.example.com/v1"
+    ));
     assert!(!store.target_by_slug("my-slug-2").await.unwrap().enabled);
 
     let slugs: BTreeSet<String> = store
@@ -170,7 +173,9 @@ async fn invalid_explicit_slugs_are_400_and_create_nothing() {
 async fn a_taken_slug_is_409_and_no_second_row() {
     let app = TestApp::spawn().await;
     let api = app.api();
-    let first = api.create_target("GitHub API", "https://api.github.com").await;
+    let first = api
+        .create_target("GitHub API", "https://api.github.com")
+        .await;
 
     // Explicitly, and derived from a name that slugifies the same.
     for body in [
@@ -235,7 +240,12 @@ async fn base_url_rules_without_allow_private() {
         assert_eq!(reply.status, 400, "{base_url:?} accepted: {}", reply.text);
         reply.expect_error(400, Some("base_url"));
         assert!(
-            app.running().store().list_targets().await.unwrap().is_empty(),
+            app.running()
+                .store()
+                .list_targets()
+                .await
+                .unwrap()
+                .is_empty(),
             "{base_url:?} left a row"
         );
     }
@@ -246,10 +256,7 @@ async fn base_url_rules_without_allow_private() {
         ("public-ip", "https://8.8.8.8"),
     ] {
         let reply = api
-            .post(
-                "/api/targets",
-                json!({"name": slug, "base_url": base_url}),
-            )
+            .post("/api/targets", json!({"name": slug, "base_url": base_url}))
             .await;
         reply.expect(201);
     }
@@ -302,7 +309,9 @@ async fn list_and_get_show_managed_state_counts_and_account() {
     let app = TestApp::spawn().await;
     let api = app.api();
     let store = app.running().store();
-    let standard = api.create_target("Standard", "https://api.example.com").await;
+    let standard = api
+        .create_target("Standard", "https://api.example.com")
+        .await;
     let standard_id = json_id(&standard);
     for label in ["one", "two"] {
         api.create_auth_method(standard_id, label, "bearer", json!("abcdefghijklmnop"))
@@ -331,7 +340,10 @@ async fn list_and_get_show_managed_state_counts_and_account() {
     let listed_managed = find(managed.id);
     assert_eq!(keys(listed_managed), target_keys(false));
     assert_eq!(listed_managed["managed"], true);
-    assert_eq!(listed_managed["connected_account_id"], account_id.to_string());
+    assert_eq!(
+        listed_managed["connected_account_id"],
+        account_id.to_string()
+    );
     assert_eq!(listed_managed["capability"], "mail");
     assert_eq!(listed_managed["slug"], "ada-mail");
     assert_eq!(listed_managed["auth_method_count"], 0);
@@ -386,7 +398,10 @@ async fn patch_updates_name_enabled_and_base_url_under_the_rules() {
     assert_eq!(patched["name"], "After");
     assert_eq!(patched["enabled"], false);
     assert_eq!(patched["slug"], "before", "the slug never changes");
-    assert!(same_url(&patched["base_url"], "https://api2.example.com/v2"));
+    assert!(same_url(
+        &patched["base_url"],
+        "https://api2.example.com/v2"
+    ));
     assert_eq!(patched["created_at"], created["created_at"]);
     assert!(rfc3339(&patched["updated_at"]) >= rfc3339(&created["updated_at"]));
     let stored = store.target(id).await.unwrap();
@@ -481,7 +496,8 @@ async fn unknown_targets_are_404() {
         api.patch(&format!("/api/targets/{missing}"), json!({"name": "x"}))
             .await,
         api.delete(&format!("/api/targets/{missing}")).await,
-        api.get(&format!("/api/targets/{missing}/auth-methods")).await,
+        api.get(&format!("/api/targets/{missing}/auth-methods"))
+            .await,
         api.post(
             &format!("/api/targets/{missing}/auth-methods"),
             json!({"label": "k", "type": "bearer", "credential": "abcdefghijklmnop"}),
@@ -492,7 +508,14 @@ async fn unknown_targets_are_404() {
         reply.expect(404);
         assert_eq!(reply.json, json!({"error": "target not found"}));
     }
-    assert!(app.running().store().list_targets().await.unwrap().is_empty());
+    assert!(
+        app.running()
+            .store()
+            .list_targets()
+            .await
+            .unwrap()
+            .is_empty()
+    );
     app.stop().await;
 }
 
@@ -564,6 +587,9 @@ async fn managed_targets_change_only_through_their_account() {
     assert_eq!(permission["read_only"], true);
     let stored = store.permissions_of_token(agent.id).await.unwrap();
     assert_eq!(stored.len(), 1);
-    assert_eq!((stored[0].target_id, stored[0].read_only), (managed.id, true));
+    assert_eq!(
+        (stored[0].target_id, stored[0].read_only),
+        (managed.id, true)
+    );
     app.stop().await;
 }

@@ -88,8 +88,16 @@ async fn create_shows_the_plaintext_once() {
     ];
     for reply in &later {
         reply.expect(200);
-        assert!(!reply.text.contains(secret), "plaintext shown again: {}", reply.text);
-        assert!(!reply.text.contains(hash.as_str()), "hash shown: {}", reply.text);
+        assert!(
+            !reply.text.contains(secret),
+            "plaintext shown again: {}",
+            reply.text
+        );
+        assert!(
+            !reply.text.contains(hash.as_str()),
+            "hash shown: {}",
+            reply.text
+        );
         assert!(reply.json.get("token").is_none(), "{}", reply.text);
     }
     let list = &later[0].json;
@@ -131,7 +139,12 @@ async fn allowed_ips_are_validated_and_normalised() {
     );
     let id = json_id(&created);
     assert_eq!(
-        store.agent_token(id).await.unwrap().allowed_ips.to_strings(),
+        store
+            .agent_token(id)
+            .await
+            .unwrap()
+            .allowed_ips
+            .to_strings(),
         vec!["10.0.0.0/8", "127.0.0.1/32", "::1/128", "2001:db8::/32"]
     );
 
@@ -144,7 +157,10 @@ async fn allowed_ips_are_validated_and_normalised() {
         json!([10]),
     ] {
         let reply = api
-            .post("/api/tokens", json!({"name": "bad ips", "allowed_ips": bad}))
+            .post(
+                "/api/tokens",
+                json!({"name": "bad ips", "allowed_ips": bad}),
+            )
             .await;
         assert_eq!(reply.status, 400, "{bad} accepted: {}", reply.text);
         assert_eq!(reply.json["field"], "allowed_ips", "{bad}: {}", reply.text);
@@ -155,7 +171,10 @@ async fn allowed_ips_are_validated_and_normalised() {
     // PATCH: name and allowed_ips, with the same rules.
     let path = format!("/api/tokens/{id}");
     let reply = api
-        .patch(&path, json!({"name": "moved", "allowed_ips": ["192.168.0.7"]}))
+        .patch(
+            &path,
+            json!({"name": "moved", "allowed_ips": ["192.168.0.7"]}),
+        )
         .await;
     let patched = reply.expect(200).clone();
     assert_eq!(key_set(&patched), token_keys(false));
@@ -186,7 +205,9 @@ async fn regenerate_replaces_the_hash_at_once() {
     let id = json_id(&created);
     let old = plaintext(&created);
 
-    let reply = api.post_empty(&format!("/api/tokens/{id}/regenerate")).await;
+    let reply = api
+        .post_empty(&format!("/api/tokens/{id}/regenerate"))
+        .await;
     let regenerated = reply.expect(200).clone();
     assert_eq!(key_set(&regenerated), token_keys(true), "{regenerated}");
     assert_eq!(json_id(&regenerated), id, "same token, new secret");
@@ -221,10 +242,15 @@ async fn revoke_is_idempotent_and_delete_is_final() {
     let store = app.running().store();
     let created = api.create_token("short-lived").await;
     let id = json_id(&created);
-    let target = api.create_target("Somewhere", "https://api.example.com").await;
-    api.put_empty(&format!("/api/tokens/{id}/permissions/{}", json_id(&target)))
-        .await
-        .expect(201);
+    let target = api
+        .create_target("Somewhere", "https://api.example.com")
+        .await;
+    api.put_empty(&format!(
+        "/api/tokens/{id}/permissions/{}",
+        json_id(&target)
+    ))
+    .await
+    .expect(201);
 
     let reply = api.post_empty(&format!("/api/tokens/{id}/revoke")).await;
     let revoked = reply.expect(200).clone();
@@ -237,8 +263,14 @@ async fn revoke_is_idempotent_and_delete_is_final() {
     let again = api.post_empty(&format!("/api/tokens/{id}/revoke")).await;
     let again = again.expect(200);
     assert_eq!(again["revoked"], true);
-    assert_eq!(again["revoked_at"], revoked["revoked_at"], "first time kept");
-    assert_eq!(store.agent_token(id).await.unwrap().revoked_at, record.revoked_at);
+    assert_eq!(
+        again["revoked_at"], revoked["revoked_at"],
+        "first time kept"
+    );
+    assert_eq!(
+        store.agent_token(id).await.unwrap().revoked_at,
+        record.revoked_at
+    );
     let listed = api.get("/api/tokens").await;
     assert_eq!(listed.expect(200)["tokens"][0]["revoked"], true);
 
@@ -257,7 +289,8 @@ async fn revoke_is_idempotent_and_delete_is_final() {
         api.patch(&format!("/api/tokens/{id}"), json!({"name": "zombie"}))
             .await,
         api.post_empty(&format!("/api/tokens/{id}/revoke")).await,
-        api.post_empty(&format!("/api/tokens/{id}/regenerate")).await,
+        api.post_empty(&format!("/api/tokens/{id}/regenerate"))
+            .await,
         api.get(&format!("/api/tokens/{id}/permissions")).await,
     ] {
         reply.expect(404);
@@ -274,7 +307,9 @@ async fn permissions_put_is_idempotent_and_delete_reports_absence() {
     let store = app.running().store();
     let token = api.create_token("agent").await;
     let token_id = json_id(&token);
-    let target = api.create_target("GitHub API", "https://api.github.com").await;
+    let target = api
+        .create_target("GitHub API", "https://api.github.com")
+        .await;
     let target_id = json_id(&target);
     let managed = managed_target(store, "ada-mail").await;
     let path = format!("/api/tokens/{token_id}/permissions/{target_id}");
@@ -342,7 +377,10 @@ async fn permissions_put_is_idempotent_and_delete_reports_absence() {
     listed.sort();
     assert_eq!(
         listed,
-        vec![("ada-mail".to_owned(), false), ("github-api".to_owned(), true)]
+        vec![
+            ("ada-mail".to_owned(), false),
+            ("github-api".to_owned(), true)
+        ]
     );
 
     // Unknown target or token: 404, nothing written.
@@ -361,9 +399,14 @@ async fn permissions_put_is_idempotent_and_delete_reports_absence() {
     let reply = api.put(&path, json!({"read_only": "yes"})).await;
     reply.expect_field_error(400, "read_only");
     assert_eq!(store.all_permissions().await.unwrap().len(), 2);
-    assert!(store.permissions_of_token(token_id).await.unwrap()
-        .iter()
-        .any(|p| p.target_id == target_id && p.read_only));
+    assert!(
+        store
+            .permissions_of_token(token_id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.target_id == target_id && p.read_only)
+    );
 
     // DELETE: 204, then 404.
     let reply = api.delete(&path).await;
@@ -412,12 +455,24 @@ async fn cli_token_create_prints_one_token_and_grants_the_target() {
     let cwd = tempfile::tempdir().unwrap();
 
     let output = gatehouse_cli(cwd.path(), &db)
-        .args(["token", "create", "--name", "cli agent", "--target", "github", "--read-only"])
+        .args([
+            "token",
+            "create",
+            "--name",
+            "cli agent",
+            "--target",
+            "github",
+            "--read-only",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "exit {:?}: {stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "exit {:?}: {stderr}",
+        output.status
+    );
     let printed: Vec<&str> = stdout.lines().filter(|l| l.contains("sg_")).collect();
     assert_eq!(printed.len(), 1, "one token on stdout: {stdout}");
     let token = AgentToken::parse(printed[0].trim())
@@ -437,7 +492,14 @@ async fn cli_token_create_prints_one_token_and_grants_the_target() {
 
     // An unknown target: non-zero exit, one line naming it, nothing written.
     let output = gatehouse_cli(cwd.path(), &db)
-        .args(["token", "create", "--name", "orphan", "--target", "no-such-target"])
+        .args([
+            "token",
+            "create",
+            "--name",
+            "orphan",
+            "--target",
+            "no-such-target",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success(), "an unknown target must fail");

@@ -6,7 +6,13 @@
 #[allow(dead_code)]
 mod support;
 
+mod admin_audit;
+mod admin_auth;
+mod admin_auth_methods;
+mod admin_targets;
+mod admin_tokens;
 mod cli;
 mod listeners;
 mod migrations;
+mod secrets_at_rest;
 mod store;

@@ -28,6 +28,8 @@ impl TestApp {
         config.database.url = db.url.clone();
         config.database.max_connections = 5;
         config.upstream.allow_private = true;
+        // Short enough that tests polling for audit rows finish quickly.
+        config.audit.flush_interval = std::time::Duration::from_millis(50);
         config.secrets.key_file = db.dir.path().join("secret.key");
         config.env = EnvSecrets {
             encryption_key: Some(key),

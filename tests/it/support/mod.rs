@@ -1,5 +1,6 @@
 //! Test harness: real databases, the real server in-process on loopback ephemeral ports.
 
+pub mod admin;
 pub mod app;
 pub mod db;
 
