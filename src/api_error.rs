@@ -4,11 +4,13 @@
 
 use http::StatusCode;
 
+use crate::access::AccessError;
 use crate::crypto::CryptoError;
 use crate::domain::validation::ValidationError;
 use crate::store::StoreError;
 
-pub const MANAGED_TARGET_MESSAGE: &str = "cannot modify a managed target — change it through its connected account";
+pub const MANAGED_TARGET_MESSAGE: &str =
+    "cannot modify a managed target — change it through its connected account";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -26,6 +28,27 @@ pub enum ApiError {
     /// A managed target (or its auth methods) was asked to change.
     #[error("{MANAGED_TARGET_MESSAGE}")]
     ManagedTarget,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Proxy steps 1–4.
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
+    /// Proxy step 5.
+    #[error("invalid path")]
+    InvalidPath,
+    /// Proxy step 6: this build cannot inject the target's credential type yet.
+    #[error("credential type not available yet: {0}")]
+    CredentialUnavailable(&'static str),
+    /// Proxy step 6: the target's stored credential cannot be opened.
+    #[error("stored credential cannot be opened")]
+    CredentialBroken,
+    /// Proxy step 7: the upstream resolved to an address the egress policy refuses.
+    #[error("upstream address refused by egress policy")]
+    EgressDenied,
+    #[error("upstream request failed")]
+    UpstreamUnreachable,
+    #[error("upstream timed out")]
+    UpstreamTimeout,
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A stored secret failed to open: the key is wrong or the row was tampered with.
@@ -42,6 +65,22 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::ManagedTarget => StatusCode::CONFLICT,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Access(error) => match error {
+                AccessError::MissingToken
+                | AccessError::MalformedToken
+                | AccessError::UnknownToken
+                | AccessError::RevokedToken => StatusCode::UNAUTHORIZED,
+                AccessError::IpNotAllowed | AccessError::Forbidden | AccessError::ReadOnly => {
+                    StatusCode::FORBIDDEN
+                }
+                AccessError::TargetNotFound => StatusCode::NOT_FOUND,
+            },
+            Self::InvalidPath => StatusCode::BAD_REQUEST,
+            Self::CredentialUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CredentialBroken => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::EgressDenied | Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Store(error) => match error {
                 StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
                 StoreError::Conflict { .. } => StatusCode::CONFLICT,
@@ -63,7 +102,17 @@ impl ApiError {
                 _ => "conflicts with an existing row".to_owned(),
             },
             Self::Store(StoreError::Unavailable(_)) => "database unavailable".to_owned(),
-            Self::Store(StoreError::Corrupt { .. }) | Self::Crypto(_) => "internal error".to_owned(),
+            Self::Store(StoreError::Corrupt { .. }) | Self::Crypto(_) | Self::CredentialBroken => {
+                "internal error".to_owned()
+            }
+            // One body for every token failure (SPEC §4 step 1).
+            Self::Access(
+                AccessError::MissingToken
+                | AccessError::MalformedToken
+                | AccessError::UnknownToken
+                | AccessError::RevokedToken,
+            ) => "unauthorized".to_owned(),
+            Self::EgressDenied => "upstream request failed".to_owned(),
             other => other.to_string(),
         }
     }
@@ -72,8 +121,31 @@ impl ApiError {
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::Validation(error) => Some(&error.field),
-            Self::Store(StoreError::Conflict { constraint: "targets.slug" }) => Some("slug"),
+            Self::Store(StoreError::Conflict {
+                constraint: "targets.slug",
+            }) => Some("slug"),
             _ => None,
+        }
+    }
+
+    /// The short code recorded in an audit row's `error` column.
+    pub fn audit_code(&self) -> &'static str {
+        match self {
+            Self::Access(error) => error.audit_code(),
+            Self::InvalidPath => "invalid_path",
+            Self::CredentialUnavailable(_) => "credential_unavailable",
+            Self::CredentialBroken | Self::Crypto(_) => "credential_error",
+            Self::EgressDenied => "egress_denied",
+            Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::Unauthorized => "unauthorized",
+            Self::Validation(_) => "validation",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::NotFound(_) => "not_found",
+            Self::ManagedTarget => "managed_target",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Store(_) => "store_error",
         }
     }
 
@@ -91,21 +163,78 @@ mod tests {
     fn every_variant_has_its_status_and_message() {
         let cases: Vec<(ApiError, u16, &str)> = vec![
             (ApiError::Unauthorized, 401, "unauthorized"),
-            (ValidationError::new("slug", "must be lowercase").into(), 400, "slug: must be lowercase"),
+            (
+                ValidationError::new("slug", "must be lowercase").into(),
+                400,
+                "slug: must be lowercase",
+            ),
             (ApiError::PayloadTooLarge, 413, "request body too large"),
-            (ApiError::UnsupportedMediaType, 415, "content type must be application/json"),
+            (
+                ApiError::UnsupportedMediaType,
+                415,
+                "content type must be application/json",
+            ),
             (ApiError::NotFound("token"), 404, "token not found"),
             (ApiError::ManagedTarget, 409, MANAGED_TARGET_MESSAGE),
-            (StoreError::NotFound { entity: "target" }.into(), 404, "target not found"),
-            (StoreError::Conflict { constraint: "targets.slug" }.into(), 409, "slug already exists"),
-            (StoreError::Conflict { constraint: "other" }.into(), 409, "conflicts with an existing row"),
-            (StoreError::Unavailable("connection refused to db.internal".into()).into(), 503, "database unavailable"),
             (
-                StoreError::Corrupt { entity: "token", problem: "allowed_ips".into() }.into(),
+                StoreError::NotFound { entity: "target" }.into(),
+                404,
+                "target not found",
+            ),
+            (
+                StoreError::Conflict {
+                    constraint: "targets.slug",
+                }
+                .into(),
+                409,
+                "slug already exists",
+            ),
+            (
+                StoreError::Conflict {
+                    constraint: "other",
+                }
+                .into(),
+                409,
+                "conflicts with an existing row",
+            ),
+            (
+                StoreError::Unavailable("connection refused to db.internal".into()).into(),
+                503,
+                "database unavailable",
+            ),
+            (
+                StoreError::Corrupt {
+                    entity: "token",
+                    problem: "allowed_ips".into(),
+                }
+                .into(),
                 500,
                 "internal error",
             ),
             (CryptoError::Authentication.into(), 500, "internal error"),
+            (ApiError::MethodNotAllowed, 405, "method not allowed"),
+            (AccessError::MissingToken.into(), 401, "unauthorized"),
+            (AccessError::MalformedToken.into(), 401, "unauthorized"),
+            (AccessError::UnknownToken.into(), 401, "unauthorized"),
+            (AccessError::RevokedToken.into(), 401, "unauthorized"),
+            (AccessError::IpNotAllowed.into(), 403, "ip not allowed"),
+            (AccessError::TargetNotFound.into(), 404, "target not found"),
+            (AccessError::Forbidden.into(), 403, "forbidden"),
+            (AccessError::ReadOnly.into(), 403, "read-only access"),
+            (ApiError::InvalidPath, 400, "invalid path"),
+            (
+                ApiError::CredentialUnavailable("oauth2_refresh_token"),
+                503,
+                "credential type not available yet: oauth2_refresh_token",
+            ),
+            (ApiError::CredentialBroken, 500, "internal error"),
+            (ApiError::EgressDenied, 502, "upstream request failed"),
+            (
+                ApiError::UpstreamUnreachable,
+                502,
+                "upstream request failed",
+            ),
+            (ApiError::UpstreamTimeout, 504, "upstream timed out"),
         ];
         for (error, status, message) in cases {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
@@ -115,8 +244,17 @@ mod tests {
 
     #[test]
     fn fields_are_named_for_validation_and_slug_conflicts() {
-        assert_eq!(ApiError::from(ValidationError::new("base_url", "x")).field(), Some("base_url"));
-        assert_eq!(ApiError::from(StoreError::Conflict { constraint: "targets.slug" }).field(), Some("slug"));
+        assert_eq!(
+            ApiError::from(ValidationError::new("base_url", "x")).field(),
+            Some("base_url")
+        );
+        assert_eq!(
+            ApiError::from(StoreError::Conflict {
+                constraint: "targets.slug"
+            })
+            .field(),
+            Some("slug")
+        );
         assert_eq!(ApiError::Unauthorized.field(), None);
     }
 }

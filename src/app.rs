@@ -8,14 +8,20 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use std::sync::atomic::AtomicUsize;
+
+use crate::access::reload;
+use crate::access::{AccessControl, SnapshotSource};
 use crate::admin::{self, AdminState};
+use crate::audit;
 use crate::change_feed::ChangeFeed;
-use crate::egress::EgressPolicy;
-use crate::manage::Management;
 use crate::config::{Config, ConfigError};
 use crate::crypto::{self, CryptoError, KeyOrigin, SecretBox};
 use crate::domain::tokens::AdminToken;
+use crate::egress::EgressPolicy;
+use crate::manage::Management;
 use crate::metrics::Metrics;
+use crate::proxy::GatewayProxy;
 use crate::proxy::{self, ProxyHandle};
 use crate::store::{Store, StoreError};
 
@@ -118,7 +124,12 @@ impl App {
         );
         let admin_state = AdminState {
             management,
-            configured_admin_token: config.env.admin_token.as_deref().and_then(AdminToken::parse).map(|t| t.hash()),
+            configured_admin_token: config
+                .env
+                .admin_token
+                .as_deref()
+                .and_then(AdminToken::parse)
+                .map(|t| t.hash()),
             max_body_bytes: config.admin.max_body_bytes,
         };
         let admin_task = tokio::spawn(admin::serve(
@@ -131,7 +142,39 @@ impl App {
             admin::metrics_router(metrics.clone()),
             shutdown_rx,
         ));
-        let proxy = proxy::start(proxy_listener).map_err(|source| StartupError::Bind {
+        let snapshot_source = SnapshotSource {
+            store: store.clone(),
+            secrets: secret_box.clone(),
+        };
+        let access = Arc::new(AccessControl::new(
+            snapshot_source
+                .load()
+                .await
+                .map_err(StartupError::Database)?,
+        ));
+        // Background work stops only after the proxy has drained, so late requests still audit.
+        let (background_stop, _) = watch::channel(false);
+        let (audit_sink, audit_task) = audit::start(
+            store.clone(),
+            &config.audit,
+            metrics.clone(),
+            background_stop.subscribe(),
+        );
+        let reload_task = reload::spawn(
+            access.clone(),
+            snapshot_source,
+            &changes,
+            background_stop.subscribe(),
+        );
+        let gateway = GatewayProxy {
+            access,
+            audit: audit_sink,
+            metrics: metrics.clone(),
+            egress: EgressPolicy::new(config.upstream.allow_private),
+            upstream: config.upstream.clone(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        };
+        let proxy = proxy::start(proxy_listener, gateway).map_err(|source| StartupError::Bind {
             setting: "proxy.listen",
             addr: config.proxy.listen,
             source,
@@ -153,7 +196,9 @@ impl App {
             store,
             proxy,
             shutdown,
-            tasks: vec![admin_task, metrics_task],
+            background_stop,
+            servers: vec![admin_task, metrics_task],
+            background: vec![audit_task, reload_task],
             grace: config.proxy.shutdown_grace,
         })
     }
@@ -170,7 +215,10 @@ pub struct RunningApp {
     store: Store,
     proxy: ProxyHandle,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    background_stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<std::io::Result<()>>>,
+    /// The audit writer (drains its queue on shutdown) and the snapshot reloader.
+    background: Vec<JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -190,7 +238,12 @@ impl RunningApp {
                 "grace period over; dropping unfinished proxy requests"
             );
         }
-        for task in self.tasks {
+        for task in self.servers {
+            let _ = tokio::time::timeout(self.grace, task).await;
+        }
+        // The proxy is done, so no more audit events come; let the writer flush what it holds.
+        let _ = self.background_stop.send(true);
+        for task in self.background {
             let _ = tokio::time::timeout(self.grace, task).await;
         }
         self.store.close().await;

@@ -109,9 +109,16 @@ async fn admin_token(config: Config, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn token_create(config: Config, name: &str, targets: &[String], read_only: bool) -> anyhow::Result<()> {
+async fn token_create(
+    config: Config,
+    name: &str,
+    targets: &[String],
+    read_only: bool,
+) -> anyhow::Result<()> {
     let management = app::management(&config).await?;
-    let result = management.create_token_for_targets(name, targets, read_only).await;
+    let result = management
+        .create_token_for_targets(name, targets, read_only)
+        .await;
     management.store().clone().close().await;
     let (_, plaintext) = result.map_err(|error| anyhow::anyhow!(error.public_message()))?;
     println!("{}", plaintext.expose());

@@ -28,21 +28,21 @@ pub enum EgressError {
 /// IPv4 ranges no upstream may be in.
 static BLOCKED_V4: LazyLock<Vec<Ipv4Net>> = LazyLock::new(|| {
     [
-        "0.0.0.0/8",          // "this" network
-        "10.0.0.0/8",         // private
-        "100.64.0.0/10",      // carrier-grade NAT (also Alibaba's metadata 100.100.100.200)
-        "127.0.0.0/8",        // loopback
-        "169.254.0.0/16",     // link-local, cloud metadata 169.254.169.254
-        "172.16.0.0/12",      // private
-        "192.0.0.0/24",       // IETF protocol assignments
-        "192.0.2.0/24",       // documentation
-        "192.88.99.0/24",     // 6to4 relay anycast
-        "192.168.0.0/16",     // private
-        "198.18.0.0/15",      // benchmarking
-        "198.51.100.0/24",    // documentation
-        "203.0.113.0/24",     // documentation
-        "224.0.0.0/4",        // multicast
-        "240.0.0.0/4",        // reserved, broadcast
+        "0.0.0.0/8",       // "this" network
+        "10.0.0.0/8",      // private
+        "100.64.0.0/10",   // carrier-grade NAT (also Alibaba's metadata 100.100.100.200)
+        "127.0.0.0/8",     // loopback
+        "169.254.0.0/16",  // link-local, cloud metadata 169.254.169.254
+        "172.16.0.0/12",   // private
+        "192.0.0.0/24",    // IETF protocol assignments
+        "192.0.2.0/24",    // documentation
+        "192.88.99.0/24",  // 6to4 relay anycast
+        "192.168.0.0/16",  // private
+        "198.18.0.0/15",   // benchmarking
+        "198.51.100.0/24", // documentation
+        "203.0.113.0/24",  // documentation
+        "224.0.0.0/4",     // multicast
+        "240.0.0.0/4",     // reserved, broadcast
     ]
     .iter()
     .filter_map(|cidr| cidr.parse().ok())
@@ -53,16 +53,16 @@ static BLOCKED_V4: LazyLock<Vec<Ipv4Net>> = LazyLock::new(|| {
 /// are handled separately: the embedded address is checked.
 static BLOCKED_V6: LazyLock<Vec<Ipv6Net>> = LazyLock::new(|| {
     [
-        "::/128",          // unspecified
-        "::1/128",         // loopback
-        "64:ff9b:1::/48",  // local-use NAT64
-        "100::/64",        // discard
-        "2001::/32",       // Teredo
-        "2001:db8::/32",   // documentation
-        "fc00::/7",        // unique local (also AWS metadata fd00:ec2::254)
-        "fe80::/10",       // link-local
-        "fec0::/10",       // site-local (deprecated)
-        "ff00::/8",        // multicast
+        "::/128",         // unspecified
+        "::1/128",        // loopback
+        "64:ff9b:1::/48", // local-use NAT64
+        "100::/64",       // discard
+        "2001::/32",      // Teredo
+        "2001:db8::/32",  // documentation
+        "fc00::/7",       // unique local (also AWS metadata fd00:ec2::254)
+        "fe80::/10",      // link-local
+        "fec0::/10",      // site-local (deprecated)
+        "ff00::/8",       // multicast
     ]
     .iter()
     .filter_map(|cidr| cidr.parse().ok())
@@ -91,10 +91,14 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     }
     if segments[..6] == [0, 0, 0, 0, 0, 0] {
         // IPv4-compatible (deprecated) ::a.b.c.d; :: and ::1 are caught by the v6 list.
-        return Some(Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]));
+        return Some(Ipv4Addr::new(
+            octets[12], octets[13], octets[14], octets[15],
+        ));
     }
     if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return Some(Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]));
+        return Some(Ipv4Addr::new(
+            octets[12], octets[13], octets[14], octets[15],
+        ));
     }
     if segments[0] == 0x2002 {
         return Some(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]));
@@ -147,7 +151,11 @@ impl EgressPolicy {
             Host::Ipv6(v6) => is_internal_ip(IpAddr::V6(v6)),
             Host::Domain(name) => is_internal_hostname(name),
         };
-        if internal { Err(EgressError::InternalAddress) } else { Ok(()) }
+        if internal {
+            Err(EgressError::InternalAddress)
+        } else {
+            Ok(())
+        }
     }
 
     /// May the proxy connect to this resolved address?
@@ -175,7 +183,11 @@ mod tests {
 
     fn check(url: &str, expected: Result<(), EgressError>) {
         let parsed = Url::parse(url).unwrap();
-        assert_eq!(EgressPolicy::new(false).check_url(&parsed), expected, "{url}");
+        assert_eq!(
+            EgressPolicy::new(false).check_url(&parsed),
+            expected,
+            "{url}"
+        );
     }
 
     #[test]
@@ -186,8 +198,8 @@ mod tests {
             "https://8.8.8.8/",
             "https://[2606:4700:4700::1111]/",
             "https://graph.microsoft.com/v1.0",
-            "https://[64:ff9b::808:808]/",  // NAT64 of a public address
-            "https://[2002:808:808::]/",    // 6to4 of a public address
+            "https://[64:ff9b::808:808]/", // NAT64 of a public address
+            "https://[2002:808:808::]/",   // 6to4 of a public address
         ] {
             check(url, Ok(()));
         }
@@ -197,9 +209,15 @@ mod tests {
     fn url_shape_rules() {
         check("http://api.github.com", Err(EgressError::SchemeNotAllowed));
         check("ftp://api.github.com", Err(EgressError::SchemeNotAllowed));
-        check("https://user:pw@api.github.com", Err(EgressError::HasUserinfo));
+        check(
+            "https://user:pw@api.github.com",
+            Err(EgressError::HasUserinfo),
+        );
         check("https://user@api.github.com", Err(EgressError::HasUserinfo));
-        check("https://api.github.com/#frag", Err(EgressError::HasFragment));
+        check(
+            "https://api.github.com/#frag",
+            Err(EgressError::HasFragment),
+        );
     }
 
     #[test]
@@ -243,7 +261,10 @@ mod tests {
     #[test]
     fn allow_private_permits_http_and_loopback_but_not_bad_shapes() {
         let policy = EgressPolicy::new(true);
-        assert_eq!(policy.check_url(&Url::parse("http://127.0.0.1:9000").unwrap()), Ok(()));
+        assert_eq!(
+            policy.check_url(&Url::parse("http://127.0.0.1:9000").unwrap()),
+            Ok(())
+        );
         assert_eq!(policy.check_ip("10.0.0.1".parse().unwrap()), Ok(()));
         assert_eq!(
             policy.check_url(&Url::parse("http://u:p@127.0.0.1").unwrap()),
@@ -258,8 +279,14 @@ mod tests {
     #[test]
     fn resolved_addresses_are_checked() {
         let policy = EgressPolicy::new(false);
-        assert_eq!(policy.check_ip("127.0.0.1".parse().unwrap()), Err(EgressError::InternalAddress));
-        assert_eq!(policy.check_ip("::ffff:169.254.169.254".parse().unwrap()), Err(EgressError::InternalAddress));
+        assert_eq!(
+            policy.check_ip("127.0.0.1".parse().unwrap()),
+            Err(EgressError::InternalAddress)
+        );
+        assert_eq!(
+            policy.check_ip("::ffff:169.254.169.254".parse().unwrap()),
+            Err(EgressError::InternalAddress)
+        );
         assert_eq!(policy.check_ip("93.184.216.34".parse().unwrap()), Ok(()));
         assert!(!blocked_networks().is_empty());
     }

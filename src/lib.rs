@@ -4,10 +4,12 @@
 //! credential of the target and forwards to the upstream. See `ARCHITECTURE.md` for the map.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod api_error;
-pub mod change_feed;
 pub mod app;
+pub mod audit;
+pub mod change_feed;
 pub mod cli;
 pub mod config;
 pub mod crypto;

@@ -1,10 +1,26 @@
-//! `Metrics`: the app-owned Prometheus registry (never the global default, so two app
-//! instances in one test process do not share counters) and its text exposition.
+//! `Metrics`: every family of SPEC §8 this build serves, on the app-owned Prometheus registry
+//! (never the global default, so two app instances in one test process do not share counters).
 
-use prometheus::{Encoder as _, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Latency buckets from 0.5 ms to 60 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
 
 pub struct Metrics {
     registry: Registry,
+    /// `{target, status}`: target slug (or `-` when unknown, to bound cardinality), status class.
+    pub requests: IntCounterVec,
+    pub request_duration: Histogram,
+    pub upstream_duration: Histogram,
+    /// `{reason}`: missing, malformed, unknown, revoked, ip_not_allowed.
+    pub auth_failures: IntCounterVec,
+    pub audit_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -17,11 +33,55 @@ impl Metrics {
             ),
             &["version"],
         )?;
-        registry.register(Box::new(build_info.clone()))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        Ok(Self { registry })
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_requests_total",
+                "Proxied requests by target and status class",
+            ),
+            &["target", "status"],
+        )?;
+        let request_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "gatehouse_request_duration_seconds",
+                "Whole request time on the proxy listener",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let upstream_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "gatehouse_upstream_duration_seconds",
+                "Time from sending the request upstream to the end of its response",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_auth_failures_total",
+                "Requests refused at the token or IP check",
+            ),
+            &["reason"],
+        )?;
+        let audit_dropped = IntCounter::new(
+            "gatehouse_audit_dropped_total",
+            "Audit events dropped because the writer's queue was full",
+        )?;
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(auth_failures.clone()))?;
+        registry.register(Box::new(audit_dropped.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            auth_failures,
+            audit_dropped,
+        })
     }
 
     pub fn registry(&self) -> &Registry {
@@ -38,5 +98,17 @@ impl Metrics {
             return String::new();
         }
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// `2xx`, `4xx`…: the status label, bounded to six values.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
     }
 }

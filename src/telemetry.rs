@@ -16,8 +16,9 @@ pub const CLAMPED_TARGETS: [&str; 6] = [
     "hyper",
 ];
 
-/// Chatty dependencies: one line per migration step; `store` logs a summary instead.
-const QUIET_TARGETS: [&str; 1] = ["sea_orm_migration"];
+/// Chatty dependencies: one line per migration step, PostgreSQL notices ("already exists,
+/// skipping"); `store` logs a summary instead.
+const QUIET_TARGETS: [&str; 2] = ["sea_orm_migration", "sqlx"];
 
 /// The filter for a configured level, with the clamps applied last so they win.
 pub fn filter(level: &str) -> EnvFilter {

@@ -77,18 +77,35 @@ fn audit_query(raw: Option<&str>) -> Result<AuditQuery, ValidationError> {
             "token_id" => query.token_id = Some(parse_id("token_id", value)?),
             "target" => query.target_slug = Some(value.to_owned()),
             "status" => {
-                let status = value.parse::<u16>().ok().filter(|s| (100..=599).contains(s));
-                query.status_code = Some(status.ok_or_else(|| ValidationError::new("status", "must be an HTTP status code"))?);
+                let status = value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|s| (100..=599).contains(s));
+                query.status_code = Some(status.ok_or_else(|| {
+                    ValidationError::new("status", "must be an HTTP status code")
+                })?);
             }
             "before" => {
                 let cursor = AuditCursor::decode(value);
-                query.before = Some(cursor.ok_or_else(|| ValidationError::new("before", "must be a next_before cursor"))?);
+                query.before = Some(cursor.ok_or_else(|| {
+                    ValidationError::new("before", "must be a next_before cursor")
+                })?);
             }
             "limit" => {
-                let limit = value.parse::<u64>().ok().filter(|l| (1..=MAX_LIMIT).contains(l));
-                query.limit = limit.ok_or_else(|| ValidationError::new("limit", format!("must be between 1 and {MAX_LIMIT}")))?;
+                let limit = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l));
+                query.limit = limit.ok_or_else(|| {
+                    ValidationError::new("limit", format!("must be between 1 and {MAX_LIMIT}"))
+                })?;
             }
-            other => return Err(ValidationError::new(other.to_owned(), "unknown query parameter")),
+            other => {
+                return Err(ValidationError::new(
+                    other.to_owned(),
+                    "unknown query parameter",
+                ));
+            }
         }
     }
     Ok(query)

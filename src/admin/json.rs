@@ -24,7 +24,10 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &Arc<AdminState>) -> Result<Self, Self::Rejection> {
+    async fn from_request(
+        request: Request,
+        state: &Arc<AdminState>,
+    ) -> Result<Self, Self::Rejection> {
         let has_body_type = request.headers().get(header::CONTENT_TYPE).is_some();
         if has_body_type && !is_json(request.headers().get(header::CONTENT_TYPE)) {
             return Err(ApiError::UnsupportedMediaType);
@@ -52,7 +55,8 @@ fn is_json(value: Option<&HeaderValue>) -> bool {
         .and_then(|v| v.split(';').next())
         .is_some_and(|mime| {
             let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
 }
 
@@ -64,7 +68,11 @@ fn json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError
     let rule = message.split(" at line ").next().unwrap_or("invalid JSON");
     if let Some(field) = unknown_field(rule) {
         // The path already ends at the unknown key.
-        let field = if path == "." || path.is_empty() { field } else { path };
+        let field = if path == "." || path.is_empty() {
+            field
+        } else {
+            path
+        };
         return ValidationError::new(field, "unknown field").into();
     }
     if let Some(field) = missing_field(rule) {
@@ -73,10 +81,16 @@ fn json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError
     if inner.is_syntax() || inner.is_eof() {
         return ValidationError::new("body", "is not valid JSON").into();
     }
-    let field = if path == "." || path.is_empty() { "body".to_owned() } else { path };
+    let field = if path == "." || path.is_empty() {
+        "body".to_owned()
+    } else {
+        path
+    };
     // serde's type errors read "invalid type: string \"yes\", expected a boolean": keep the
     // expectation, drop the value (it might be a secret typed into the wrong field).
-    let expectation = rule.rsplit_once(", ").map_or("has the wrong type", |(_, expected)| expected);
+    let expectation = rule
+        .rsplit_once(", ")
+        .map_or("has the wrong type", |(_, expected)| expected);
     ValidationError::new(field, expectation.to_owned()).into()
 }
 

@@ -54,11 +54,25 @@ struct ApiDoc;
 fn api() -> (Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(targets::list_targets, targets::create_target))
-        .routes(routes!(targets::get_target, targets::patch_target, targets::delete_target))
-        .routes(routes!(targets::list_auth_methods, targets::create_auth_method))
-        .routes(routes!(targets::patch_auth_method, targets::delete_auth_method))
+        .routes(routes!(
+            targets::get_target,
+            targets::patch_target,
+            targets::delete_target
+        ))
+        .routes(routes!(
+            targets::list_auth_methods,
+            targets::create_auth_method
+        ))
+        .routes(routes!(
+            targets::patch_auth_method,
+            targets::delete_auth_method
+        ))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
-        .routes(routes!(tokens::get_token, tokens::patch_token, tokens::delete_token))
+        .routes(routes!(
+            tokens::get_token,
+            tokens::patch_token,
+            tokens::delete_token
+        ))
         .routes(routes!(tokens::regenerate_token))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(tokens::list_permissions))
@@ -85,6 +99,7 @@ pub fn router(state: AdminState) -> Router {
             }),
         )
         .fallback(|| async { crate::api_error::ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { crate::api_error::ApiError::MethodNotAllowed })
         .with_state(Arc::new(state))
 }
 
@@ -96,7 +111,10 @@ pub fn metrics_router(metrics: Arc<crate::metrics::Metrics>) -> Router {
             let metrics = metrics.clone();
             async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
                     metrics.render(),
                 )
             }
@@ -110,9 +128,12 @@ pub async fn serve(
     router: Router,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    })
+    .await
 }

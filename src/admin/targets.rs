@@ -162,7 +162,10 @@ impl From<AuthMethod> for AuthMethodBody {
 
 #[utoipa::path(get, path = "/api/targets", tag = "targets",
     responses((status = 200, body = TargetList), (status = 401, body = ErrorBody)))]
-pub async fn list_targets(_: Admin, State(state): State<Arc<AdminState>>) -> Result<Json<TargetList>, ApiError> {
+pub async fn list_targets(
+    _: Admin,
+    State(state): State<Arc<AdminState>>,
+) -> Result<Json<TargetList>, ApiError> {
     let targets = state.management.list_targets().await?;
     Ok(Json(TargetList {
         targets: targets.into_iter().map(TargetBody::from).collect(),
@@ -262,7 +265,13 @@ pub async fn create_auth_method(
 ) -> Result<(StatusCode, Json<AuthMethodBody>), ApiError> {
     let method = state
         .management
-        .create_auth_method(parse_id("id", &id)?, &body.label, &body.kind, &body.credential, body.is_default)
+        .create_auth_method(
+            parse_id("id", &id)?,
+            &body.label,
+            &body.kind,
+            &body.credential,
+            body.is_default,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(method.into())))
 }

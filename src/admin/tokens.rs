@@ -121,7 +121,10 @@ impl From<PermissionView> for PermissionBody {
 
 #[utoipa::path(get, path = "/api/tokens", tag = "tokens",
     responses((status = 200, body = TokenList), (status = 401, body = ErrorBody)))]
-pub async fn list_tokens(_: Admin, State(state): State<Arc<AdminState>>) -> Result<Json<TokenList>, ApiError> {
+pub async fn list_tokens(
+    _: Admin,
+    State(state): State<Arc<AdminState>>,
+) -> Result<Json<TokenList>, ApiError> {
     let tokens = state.management.list_tokens().await?;
     Ok(Json(TokenList {
         tokens: tokens.into_iter().map(TokenBody::from).collect(),
@@ -149,7 +152,9 @@ pub async fn get_token(
     State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
 ) -> Result<Json<TokenBody>, ApiError> {
-    Ok(Json(state.management.token(parse_id("id", &id)?).await?.into()))
+    Ok(Json(
+        state.management.token(parse_id("id", &id)?).await?.into(),
+    ))
 }
 
 #[utoipa::path(patch, path = "/api/tokens/{id}", tag = "tokens", request_body = PatchToken,
@@ -163,7 +168,11 @@ pub async fn patch_token(
 ) -> Result<Json<TokenBody>, ApiError> {
     let record = state
         .management
-        .update_token(parse_id("id", &id)?, body.name.as_deref(), body.allowed_ips.as_deref())
+        .update_token(
+            parse_id("id", &id)?,
+            body.name.as_deref(),
+            body.allowed_ips.as_deref(),
+        )
         .await?;
     Ok(Json(record.into()))
 }
@@ -186,7 +195,10 @@ pub async fn regenerate_token(
     State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
 ) -> Result<Json<NewTokenBody>, ApiError> {
-    let regenerated = state.management.regenerate_token(parse_id("id", &id)?).await?;
+    let regenerated = state
+        .management
+        .regenerate_token(parse_id("id", &id)?)
+        .await?;
     Ok(Json(with_plaintext(regenerated)))
 }
 
@@ -197,7 +209,13 @@ pub async fn revoke_token(
     State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
 ) -> Result<Json<TokenBody>, ApiError> {
-    Ok(Json(state.management.revoke_token(parse_id("id", &id)?).await?.into()))
+    Ok(Json(
+        state
+            .management
+            .revoke_token(parse_id("id", &id)?)
+            .await?
+            .into(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/tokens/{id}/permissions", tag = "tokens", params(("id" = Uuid, Path)),
@@ -225,9 +243,17 @@ pub async fn put_permission(
 ) -> Result<(StatusCode, Json<PermissionBody>), ApiError> {
     let (view, created) = state
         .management
-        .put_permission(parse_id("id", &id)?, parse_id("target_id", &target_id)?, body.read_only)
+        .put_permission(
+            parse_id("id", &id)?,
+            parse_id("target_id", &target_id)?,
+            body.read_only,
+        )
         .await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(view.into())))
 }
 

@@ -83,15 +83,21 @@ impl Credential {
             AuthMethodKind::Bearer => {
                 let token = as_text(input)?;
                 if !header_safe(token) || token.contains(char::is_whitespace) {
-                    return Err(invalid("must be a non-empty token without whitespace or control characters"));
+                    return Err(invalid(
+                        "must be a non-empty token without whitespace or control characters",
+                    ));
                 }
                 Ok(Self::Bearer(token.to_owned()))
             }
             AuthMethodKind::Basic => {
                 let text = as_text(input)?;
-                let (user, password) = text.split_once(':').ok_or_else(|| invalid("must be user:password"))?;
+                let (user, password) = text
+                    .split_once(':')
+                    .ok_or_else(|| invalid("must be user:password"))?;
                 if user.is_empty() || !header_safe(user) || password.chars().any(char::is_control) {
-                    return Err(invalid("must be user:password with a non-empty user and no control characters"));
+                    return Err(invalid(
+                        "must be user:password with a non-empty user and no control characters",
+                    ));
                 }
                 Ok(Self::Basic {
                     user: user.to_owned(),
@@ -100,9 +106,13 @@ impl Credential {
             }
             AuthMethodKind::QueryParam => {
                 let text = as_text(input)?;
-                let (name, value) = text.split_once(':').ok_or_else(|| invalid("must be name:value"))?;
+                let (name, value) = text
+                    .split_once(':')
+                    .ok_or_else(|| invalid("must be name:value"))?;
                 if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                    return Err(invalid("must be name:value with a non-empty name without whitespace"));
+                    return Err(invalid(
+                        "must be name:value with a non-empty name without whitespace",
+                    ));
                 }
                 if value.chars().any(char::is_control) {
                     return Err(invalid("value must not contain control characters"));
@@ -113,19 +123,31 @@ impl Credential {
                 })
             }
             AuthMethodKind::CustomHeader => {
-                let headers: Vec<HeaderPair> = from_json(input, "must be a JSON list of {name, value}")?;
+                let headers: Vec<HeaderPair> =
+                    from_json(input, "must be a JSON list of {name, value}")?;
                 if headers.is_empty() || headers.len() > MAX_CUSTOM_HEADERS {
-                    return Err(invalid(format!("must hold 1 to {MAX_CUSTOM_HEADERS} headers")));
+                    return Err(invalid(format!(
+                        "must hold 1 to {MAX_CUSTOM_HEADERS} headers"
+                    )));
                 }
                 for header in &headers {
                     if header.name.is_empty() || !header.name.bytes().all(is_token_char) {
-                        return Err(invalid(format!("{:?} is not a valid header name", header.name)));
+                        return Err(invalid(format!(
+                            "{:?} is not a valid header name",
+                            header.name
+                        )));
                     }
                     if FORBIDDEN_HEADERS.contains(&header.name.to_ascii_lowercase().as_str()) {
-                        return Err(invalid(format!("header {} cannot be set by a credential", header.name)));
+                        return Err(invalid(format!(
+                            "header {} cannot be set by a credential",
+                            header.name
+                        )));
                     }
                     if !header_safe(&header.value) {
-                        return Err(invalid(format!("value of {} must be non-empty without control characters", header.name)));
+                        return Err(invalid(format!(
+                            "value of {} must be non-empty without control characters",
+                            header.name
+                        )));
                     }
                 }
                 Ok(Self::CustomHeaders(headers))
@@ -153,8 +175,8 @@ impl Credential {
     pub fn from_stored(kind: AuthMethodKind, stored: &str) -> Result<Self, ValidationError> {
         match kind {
             AuthMethodKind::CustomHeader | AuthMethodKind::OAuth2RefreshToken => {
-                let value: serde_json::Value =
-                    serde_json::from_str(stored).map_err(|_| invalid("stored credential is not JSON"))?;
+                let value: serde_json::Value = serde_json::from_str(stored)
+                    .map_err(|_| invalid("stored credential is not JSON"))?;
                 Self::parse(kind, &value)
             }
             _ => Self::parse(kind, &serde_json::Value::String(stored.to_owned())),
@@ -215,7 +237,9 @@ impl Credential {
             Self::Basic { password, .. } => vec![password.as_str()],
             Self::QueryParam { value, .. } => vec![value.as_str()],
             Self::CustomHeaders(headers) => headers.iter().map(|h| h.value.as_str()).collect(),
-            Self::OAuth2RefreshToken(config) => vec![config.client_secret.as_str(), config.refresh_token.as_str()],
+            Self::OAuth2RefreshToken(config) => {
+                vec![config.client_secret.as_str(), config.refresh_token.as_str()]
+            }
         }
     }
 }
@@ -224,7 +248,10 @@ fn as_text(input: &serde_json::Value) -> Result<&str, ValidationError> {
     input.as_str().ok_or_else(|| invalid("must be a string"))
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(input: &serde_json::Value, rule: &str) -> Result<T, ValidationError> {
+fn from_json<T: serde::de::DeserializeOwned>(
+    input: &serde_json::Value,
+    rule: &str,
+) -> Result<T, ValidationError> {
     let parsed = match input {
         serde_json::Value::String(text) => serde_json::from_str(text),
         other => serde_json::from_value(other.clone()),
@@ -242,7 +269,11 @@ mod tests {
         let credential = Credential::parse(kind, &input).unwrap_or_else(|e| panic!("{input}: {e}"));
         assert_eq!(credential.hint(), hint, "{input}");
         let stored = credential.to_stored();
-        assert_eq!(Credential::from_stored(kind, &stored).unwrap(), credential, "round trip {stored}");
+        assert_eq!(
+            Credential::from_stored(kind, &stored).unwrap(),
+            credential,
+            "round trip {stored}"
+        );
     }
 
     fn bad(kind: AuthMethodKind, input: serde_json::Value) {
@@ -258,7 +289,11 @@ mod tests {
         ok(Basic, json!("alice:s3cr:et"), "alice:…");
         ok(Basic, json!("alice:"), "alice:…");
         ok(QueryParam, json!("api_key:abc123"), "api_key=…");
-        ok(CustomHeader, json!([{"name": "X-Api-Key", "value": "k1"}]), "X-Api-Key: …");
+        ok(
+            CustomHeader,
+            json!([{"name": "X-Api-Key", "value": "k1"}]),
+            "X-Api-Key: …",
+        );
         ok(
             CustomHeader,
             json!("[{\"name\":\"X-A\",\"value\":\"1\"},{\"name\":\"X-B\",\"value\":\"2\"}]"),
@@ -286,15 +321,25 @@ mod tests {
         bad(CustomHeader, json!([{"name": "Bad Name", "value": "v"}]));
         bad(CustomHeader, json!([{"name": "Host", "value": "evil"}]));
         bad(CustomHeader, json!([{"name": "X-A", "value": ""}]));
-        bad(CustomHeader, json!([{"name": "X-A", "value": "v", "extra": 1}]));
+        bad(
+            CustomHeader,
+            json!([{"name": "X-A", "value": "v", "extra": 1}]),
+        );
         bad(CustomHeader, json!("not json"));
-        bad(OAuth2RefreshToken, json!({"client_id": "c", "client_secret": "s", "token_url": "https://x"}));
-        bad(OAuth2RefreshToken, json!({"client_id": "c", "client_secret": "s", "refresh_token": " ", "token_url": "https://x"}));
+        bad(
+            OAuth2RefreshToken,
+            json!({"client_id": "c", "client_secret": "s", "token_url": "https://x"}),
+        );
+        bad(
+            OAuth2RefreshToken,
+            json!({"client_id": "c", "client_secret": "s", "refresh_token": " ", "token_url": "https://x"}),
+        );
     }
 
     #[test]
     fn debug_hides_secrets() {
-        let credential = Credential::parse(AuthMethodKind::Basic, &json!("bob:hunter2-canary")).unwrap();
+        let credential =
+            Credential::parse(AuthMethodKind::Basic, &json!("bob:hunter2-canary")).unwrap();
         assert!(!format!("{credential:?}").contains("hunter2"));
         assert_eq!(credential.secret_values(), vec!["hunter2-canary"]);
     }

@@ -7,6 +7,7 @@ pub mod credential;
 pub mod ip_allowlist;
 pub mod targets;
 pub mod tokens;
+pub mod upstream_path;
 pub mod validation;
 
 /// Timestamps are UTC everywhere.

@@ -5,7 +5,7 @@
 mod targets;
 mod tokens;
 
-pub use targets::{NewTargetInput, TargetDetail, TargetPatchInput, TargetSummary};
+pub use targets::{NewTargetInput, TargetDetail, TargetPatchInput, TargetSummary, credential_slot};
 pub use tokens::PermissionView;
 
 use std::sync::Arc;
@@ -32,7 +32,12 @@ pub struct Management {
 }
 
 impl Management {
-    pub fn new(store: Store, secrets: Arc<SecretBox>, egress: EgressPolicy, changes: ChangeFeed) -> Self {
+    pub fn new(
+        store: Store,
+        secrets: Arc<SecretBox>,
+        egress: EgressPolicy,
+        changes: ChangeFeed,
+    ) -> Self {
         Self {
             store,
             secrets,
@@ -46,7 +51,10 @@ impl Management {
     }
 
     /// Newest-first audit rows and the cursor of the next page.
-    pub async fn audit_page(&self, query: &AuditQuery) -> Result<(Vec<AuditEntry>, Option<AuditCursor>), ApiError> {
+    pub async fn audit_page(
+        &self,
+        query: &AuditQuery,
+    ) -> Result<(Vec<AuditEntry>, Option<AuditCursor>), ApiError> {
         Ok(self.store.audit_page(query).await?)
     }
 }
@@ -58,10 +66,16 @@ fn valid_name(field: &str, name: &str) -> Result<String, ValidationError> {
         return Err(ValidationError::new(field, "must not be empty"));
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(ValidationError::new(field, format!("must be at most {MAX_NAME_CHARS} characters")));
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {MAX_NAME_CHARS} characters"),
+        ));
     }
     if name.chars().any(char::is_control) {
-        return Err(ValidationError::new(field, "must not contain control characters"));
+        return Err(ValidationError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(name.to_owned())
 }

@@ -43,7 +43,7 @@ pub struct TargetDetail {
 }
 
 /// Where a credential is sealed: bound to its auth-method row.
-pub(crate) fn credential_slot(method_id: Uuid) -> SecretSlot {
+pub fn credential_slot(method_id: Uuid) -> SecretSlot {
     SecretSlot {
         table: "target_auth_methods",
         column: "credential",
@@ -53,7 +53,8 @@ pub(crate) fn credential_slot(method_id: Uuid) -> SecretSlot {
 
 impl Management {
     fn base_url(&self, field: &str, text: &str) -> Result<url::Url, ValidationError> {
-        let url = url::Url::parse(text.trim()).map_err(|_| ValidationError::new(field, "must be an absolute URL"))?;
+        let url = url::Url::parse(text.trim())
+            .map_err(|_| ValidationError::new(field, "must be an absolute URL"))?;
         self.egress
             .check_url(&url)
             .map_err(|rule| ValidationError::new(field, rule.to_string()))?;
@@ -72,9 +73,15 @@ impl Management {
     pub async fn create_target(&self, input: NewTargetInput) -> Result<TargetSummary, ApiError> {
         let name = valid_name("name", &input.name)?;
         let slug = match input.slug.as_deref() {
-            Some(slug) => TargetSlug::parse(slug).map_err(|e| ValidationError::new("slug", e.to_string()))?,
-            None => TargetSlug::from_name(&name)
-                .map_err(|_| ValidationError::new("name", "needs at least one letter or digit to derive a slug"))?,
+            Some(slug) => {
+                TargetSlug::parse(slug).map_err(|e| ValidationError::new("slug", e.to_string()))?
+            }
+            None => TargetSlug::from_name(&name).map_err(|_| {
+                ValidationError::new(
+                    "name",
+                    "needs at least one letter or digit to derive a slug",
+                )
+            })?,
         };
         let base_url = self.base_url("base_url", &input.base_url)?;
         let target = self
@@ -98,7 +105,10 @@ impl Management {
     pub async fn list_targets(&self) -> Result<Vec<TargetSummary>, ApiError> {
         let counts = self.store.auth_method_counts().await?;
         let targets = self.store.list_targets().await?;
-        Ok(targets.into_iter().map(|target| summary(target, &counts)).collect())
+        Ok(targets
+            .into_iter()
+            .map(|target| summary(target, &counts))
+            .collect())
     }
 
     /// By id when `key` is a UUID, else by slug.
@@ -125,11 +135,23 @@ impl Management {
         })
     }
 
-    pub async fn update_target(&self, id: Uuid, input: TargetPatchInput) -> Result<TargetSummary, ApiError> {
+    pub async fn update_target(
+        &self,
+        id: Uuid,
+        input: TargetPatchInput,
+    ) -> Result<TargetSummary, ApiError> {
         self.standard_target(id).await?;
         let patch = TargetPatch {
-            name: input.name.as_deref().map(|n| valid_name("name", n)).transpose()?,
-            base_url: input.base_url.as_deref().map(|u| self.base_url("base_url", u)).transpose()?,
+            name: input
+                .name
+                .as_deref()
+                .map(|n| valid_name("name", n))
+                .transpose()?,
+            base_url: input
+                .base_url
+                .as_deref()
+                .map(|u| self.base_url("base_url", u))
+                .transpose()?,
             enabled: input.enabled,
         };
         let target = self.store.update_target(id, patch).await?;
@@ -184,7 +206,9 @@ impl Management {
                 target_id,
                 label,
                 kind,
-                sealed_credential: self.secrets.seal_str(&credential.to_stored(), credential_slot(id)),
+                sealed_credential: self
+                    .secrets
+                    .seal_str(&credential.to_stored(), credential_slot(id)),
                 credential_hint: credential.hint(),
                 is_default,
             })
@@ -207,7 +231,9 @@ impl Management {
         let credential = match credential {
             Some(input) => {
                 let credential = self.credential(existing.kind, input)?;
-                let sealed = self.secrets.seal_str(&credential.to_stored(), credential_slot(method_id));
+                let sealed = self
+                    .secrets
+                    .seal_str(&credential.to_stored(), credential_slot(method_id));
                 Some((sealed, credential.hint()))
             }
             None => None,
@@ -228,14 +254,22 @@ impl Management {
         Ok(method)
     }
 
-    pub async fn delete_auth_method(&self, target_id: Uuid, method_id: Uuid) -> Result<(), ApiError> {
+    pub async fn delete_auth_method(
+        &self,
+        target_id: Uuid,
+        method_id: Uuid,
+    ) -> Result<(), ApiError> {
         self.standard_target(target_id).await?;
         self.store.delete_auth_method(target_id, method_id).await?;
         self.changes.publish(ChangeEvent::Target(target_id));
         Ok(())
     }
 
-    fn credential(&self, kind: AuthMethodKind, input: &serde_json::Value) -> Result<Credential, ValidationError> {
+    fn credential(
+        &self,
+        kind: AuthMethodKind,
+        input: &serde_json::Value,
+    ) -> Result<Credential, ValidationError> {
         let credential = Credential::parse(kind, input)?;
         if let Credential::OAuth2RefreshToken(config) = &credential {
             self.egress

@@ -57,19 +57,29 @@ impl Management {
             match self.store.target_by_slug(slug).await {
                 Ok(target) => targets.push(target.id),
                 Err(crate::store::StoreError::NotFound { .. }) => {
-                    return Err(ValidationError::new("target", format!("no target with slug {slug:?}")).into());
+                    return Err(ValidationError::new(
+                        "target",
+                        format!("no target with slug {slug:?}"),
+                    )
+                    .into());
                 }
                 Err(error) => return Err(error.into()),
             }
         }
         let (record, plaintext) = self.create_token(name, None).await?;
         if !targets.is_empty() {
-            if let Err(error) = self.store.upsert_permissions(record.id, &targets, read_only).await {
+            if let Err(error) = self
+                .store
+                .upsert_permissions(record.id, &targets, read_only)
+                .await
+            {
                 // Do not leave a token behind that the caller never saw.
                 let _ = self.store.delete_agent_token(record.id).await;
                 return Err(error.into());
             }
-            self.changes.publish(ChangeEvent::Permissions { token_id: record.id });
+            self.changes.publish(ChangeEvent::Permissions {
+                token_id: record.id,
+            });
         }
         Ok((record, plaintext))
     }
@@ -98,9 +108,15 @@ impl Management {
     }
 
     /// A new plaintext for the same token id; the old one stops matching at once.
-    pub async fn regenerate_token(&self, id: Uuid) -> Result<(AgentTokenRecord, AgentToken), ApiError> {
+    pub async fn regenerate_token(
+        &self,
+        id: Uuid,
+    ) -> Result<(AgentTokenRecord, AgentToken), ApiError> {
         let plaintext = AgentToken::generate();
-        let record = self.store.replace_agent_token_hash(id, &plaintext.hash()).await?;
+        let record = self
+            .store
+            .replace_agent_token_hash(id, &plaintext.hash())
+            .await?;
         self.changes.publish(ChangeEvent::Token(id));
         Ok((record, plaintext))
     }
@@ -137,7 +153,10 @@ impl Management {
     ) -> Result<(PermissionView, bool), ApiError> {
         self.store.agent_token(token_id).await?;
         let target = self.store.target(target_id).await?;
-        let (permission, created) = self.store.upsert_permission(token_id, target_id, read_only).await?;
+        let (permission, created) = self
+            .store
+            .upsert_permission(token_id, target_id, read_only)
+            .await?;
         self.changes.publish(ChangeEvent::Permissions { token_id });
         Ok((PermissionView { permission, target }, created))
     }

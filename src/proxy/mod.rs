@@ -1,36 +1,156 @@
 //! The agent-facing listener, on Pingora's `ProxyHttp`. The only module that imports `pingora`.
 //!
-//! Phase chart (what each `ProxyHttp` phase does here):
-//! - `new_ctx`: counts the request as in flight (for the shutdown drain).
-//! - `request_filter`: routes `/health`; everything else is answered here until the gateway
-//!   data plane lands (issue "Gateway data plane"), so `upstream_peer` is never reached.
+//! Phase chart:
+//! - `new_ctx`: a `RequestCtx`, counted in flight for the shutdown drain.
+//! - `request_filter`: route; `/health` and `/discovery` are answered here; for
+//!   `/gateway/{slug}/…` SPEC §4 steps 1–6 run in order (`access`, path rules, credential) and a
+//!   refusal is written through `respond::error`.
+//! - `upstream_peer`: resolve, egress-check and build the peer (`upstream`).
+//! - `upstream_request_filter`: path, headers, credential (`headers`).
+//! - `response_filter`: strip hop-by-hop and credential-revealing headers.
+//! - `fail_to_proxy`: connect/timeout errors → 502/504 through the same table.
+//! - `logging`: metrics and the audit event.
 
+mod context;
+mod discovery;
+mod headers;
 mod respond;
 mod service;
+mod upstream;
 
+pub use context::RequestCtx;
 pub use service::{ProxyHandle, start};
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
 
 use async_trait::async_trait;
+use pingora::ErrorSource;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+
+use crate::access::{AccessControl, Injection};
+use crate::api_error::ApiError;
+use crate::audit::AuditSink;
+use crate::config::UpstreamConfig;
+use crate::domain::audit::AuditEntry;
+use crate::domain::upstream_path::{self, Route};
+use crate::egress::EgressPolicy;
+use crate::metrics::{Metrics, status_class};
 
 /// Shared state of the proxy listener.
 pub struct GatewayProxy {
-    in_flight: Arc<AtomicUsize>,
+    pub access: Arc<AccessControl>,
+    pub audit: AuditSink,
+    pub metrics: Arc<Metrics>,
+    pub egress: EgressPolicy,
+    pub upstream: UpstreamConfig,
+    pub in_flight: Arc<AtomicUsize>,
 }
 
-/// What one request has learned so far. Dropping it ends the request's in-flight count.
-pub struct RequestCtx {
-    _in_flight: InFlightGuard,
+impl GatewayProxy {
+    /// Steps 1–6 for `/gateway/{slug}{rest}?{query}`; on success the ctx holds the grant and
+    /// the upstream target.
+    fn admit(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        slug: &str,
+        rest: &str,
+        query: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let header = session.req_header();
+        let caller = self
+            .access
+            .authenticate(
+                header.headers.get("authorization").map(|v| v.as_bytes()),
+                client_ip(session),
+            )
+            .inspect_err(|error| {
+                if let Some(reason) = error.auth_failure_reason() {
+                    self.metrics
+                        .auth_failures
+                        .with_label_values(&[reason])
+                        .inc();
+                }
+            })?;
+        ctx.caller = Some(caller.token.clone());
+        ctx.slug = Some(slug.to_owned());
+        let grant = self.access.authorize(&caller, slug, &header.method)?;
+        upstream_path::check_rest(rest).map_err(|_| ApiError::InvalidPath)?;
+        let extra_query = match &grant.target.injection {
+            Injection::Nothing | Injection::Headers(_) => None,
+            Injection::Query(pair) => Some(pair.as_str()),
+            Injection::Unavailable(kind) => return Err(ApiError::CredentialUnavailable(kind)),
+            Injection::Broken => return Err(ApiError::CredentialBroken),
+        };
+        ctx.upstream_target = upstream_path::upstream_target(
+            grant.target.target.base_url.path(),
+            rest,
+            query,
+            extra_query,
+        );
+        ctx.grant = Some(grant);
+        Ok(())
+    }
+
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: ApiError,
+    ) -> Result<bool> {
+        respond::error(session, &error).await?;
+        ctx.failure = Some(error);
+        Ok(true)
+    }
+
+    fn audit_entry(&self, session: &Session, ctx: &RequestCtx, status: u16) -> Option<AuditEntry> {
+        let token = ctx.caller.as_ref()?;
+        let slug = ctx.slug.clone()?;
+        let target = match &ctx.grant {
+            Some(grant) => Some(grant.target.clone()),
+            None => self.access.snapshot().target(&slug),
+        };
+        Some(AuditEntry {
+            id: uuid::Uuid::new_v4(),
+            token_id: Some(token.id),
+            token_name: token.name.clone(),
+            target_id: target.map(|t| t.target.id),
+            target_slug: slug,
+            method: session.req_header().method.as_str().to_owned(),
+            path: ctx.audit_path.clone(),
+            status_code: status,
+            client_ip: client_ip(session).to_string(),
+            duration_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            upstream_ms: ctx
+                .upstream_elapsed
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            error: ctx.failure.as_ref().map(|e| e.audit_code().to_owned()),
+            created_at: chrono::Utc::now(),
+        })
+    }
 }
 
-struct InFlightGuard(Arc<AtomicUsize>);
+fn client_ip(session: &Session) -> IpAddr {
+    session
+        .client_addr()
+        .and_then(|addr| addr.as_inet())
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip())
+}
 
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+/// Connect and timeout failures, classified for the one error table.
+fn upstream_failure(error: &Error) -> Option<ApiError> {
+    match error.etype() {
+        ErrorType::ConnectTimedout
+        | ErrorType::ReadTimedout
+        | ErrorType::WriteTimedout
+        | ErrorType::TLSHandshakeTimedout => Some(ApiError::UpstreamTimeout),
+        _ if error.esource() == &ErrorSource::Upstream => Some(ApiError::UpstreamUnreachable),
+        _ => None,
     }
 }
 
@@ -39,35 +159,183 @@ impl ProxyHttp for GatewayProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        RequestCtx {
-            _in_flight: InFlightGuard(self.in_flight.clone()),
-        }
+        RequestCtx::new(&self.in_flight)
     }
 
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
-        let path = session.req_header().uri.path();
-        if path == "/health" {
-            respond::json(session, 200, &serde_json::json!({"status": "ok"})).await?;
-        } else {
-            respond::json(session, 404, &serde_json::json!({"error": "not found"})).await?;
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let header = session.req_header();
+        let host = header.headers.get("host").and_then(|h| h.to_str().ok());
+        let target = match upstream_path::origin_form(header.raw_path(), host) {
+            Ok(target) => target.to_owned(),
+            Err(_) => return self.refuse(session, ctx, ApiError::InvalidPath).await,
+        };
+        match upstream_path::classify(&target) {
+            Route::Health => {
+                respond::json(session, 200, &serde_json::json!({"status": "ok"})).await?;
+                Ok(true)
+            }
+            Route::Discovery => {
+                let authorization = header.headers.get("authorization").map(|v| v.as_bytes());
+                match self.access.authenticate(authorization, client_ip(session)) {
+                    Ok(caller) => {
+                        let body = discovery::body(&self.access.visible_targets(caller.token.id));
+                        respond::json(session, 200, &body).await?;
+                        Ok(true)
+                    }
+                    Err(error) => {
+                        if let Some(reason) = error.auth_failure_reason() {
+                            self.metrics
+                                .auth_failures
+                                .with_label_values(&[reason])
+                                .inc();
+                        }
+                        self.refuse(session, ctx, error.into()).await
+                    }
+                }
+            }
+            Route::Gateway { slug, rest, query } => {
+                ctx.audit_path = target.split('?').next().unwrap_or_default().to_owned();
+                match self.admit(session, ctx, slug, rest, query) {
+                    Ok(()) => Ok(false),
+                    Err(error) => self.refuse(session, ctx, error).await,
+                }
+            }
+            Route::NotFound => {
+                respond::json(session, 404, &serde_json::json!({"error": "not found"})).await?;
+                Ok(true)
+            }
         }
-        // true: the response is written, nothing goes upstream.
-        Ok(true)
     }
 
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut Self::CTX,
+        ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        Err(Error::explain(
-            ErrorType::InternalError,
-            "no upstream is routed yet",
-        ))
+        let Some(grant) = &ctx.grant else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no grant for an upstream request",
+            ));
+        };
+        match upstream::peer(&grant.target.target.base_url, self.egress, &self.upstream).await {
+            Ok(peer) => Ok(peer),
+            Err(error) => {
+                ctx.failure = Some(error);
+                Err(Error::explain(
+                    ErrorType::ConnectRefused,
+                    "upstream refused before connecting",
+                ))
+            }
+        }
     }
 
-    /// Pingora's default summary includes the request line with its query string.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let Some(grant) = &ctx.grant else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no grant for an upstream request",
+            ));
+        };
+        upstream_request.set_raw_path(ctx.upstream_target.as_bytes())?;
+        headers::rewrite_request(
+            upstream_request,
+            &grant.target,
+            &upstream::host_header(&grant.target.target.base_url),
+        )?;
+        ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(grant) = &ctx.grant {
+            headers::rewrite_response(upstream_response, &grant.target.secrets);
+        }
+        Ok(())
+    }
+
+    /// Never retry once a request may have reached the upstream (SPEC §4 step 7).
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        _session: &mut Session,
+        mut error: Box<Error>,
+        _ctx: &mut Self::CTX,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        error.set_retry(false);
+        error
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        error: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let failure = ctx.failure.take().or_else(|| upstream_failure(error));
+        let code = match failure {
+            Some(failure) => {
+                let status = failure.status().as_u16();
+                if session.response_written().is_none()
+                    && respond::error(session, &failure).await.is_err()
+                {
+                    tracing::debug!("could not write the error response");
+                }
+                ctx.failure = Some(failure);
+                status
+            }
+            // The agent's side broke (closed, sent garbage): nothing useful to write.
+            None => match error.etype() {
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => 0,
+                _ => {
+                    let _ = session.respond_error(400).await;
+                    400
+                }
+            },
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut Self::CTX) {
+        if let Some(started) = ctx.upstream_started {
+            let elapsed = started.elapsed();
+            ctx.upstream_elapsed = Some(elapsed);
+            self.metrics
+                .upstream_duration
+                .observe(elapsed.as_secs_f64());
+        }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(slug) = &ctx.slug {
+            let known = ctx.grant.is_some() || self.access.snapshot().target(slug).is_some();
+            let label = if known { slug.as_str() } else { "-" };
+            self.metrics
+                .requests
+                .with_label_values(&[label, status_class(status)])
+                .inc();
+            self.metrics
+                .request_duration
+                .observe(ctx.started.elapsed().as_secs_f64());
+        }
+        if let Some(entry) = self.audit_entry(session, ctx, status) {
+            self.audit.record(entry);
+        }
+    }
+
+    /// Pingora's default summary includes the query string, which may carry secrets.
     fn request_summary(&self, session: &Session, _ctx: &Self::CTX) -> String {
         let header = session.req_header();
         format!("{} {}", header.method, header.uri.path())

@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::IntoRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::time::Duration;
 
 use pingora::server::configuration::ServerConf;
@@ -29,8 +30,8 @@ pub struct ProxyHandle {
     task: JoinHandle<()>,
 }
 
-/// Start serving on an already bound listener.
-pub fn start(listener: TcpListener) -> std::io::Result<ProxyHandle> {
+/// Start serving `proxy` on an already bound listener.
+pub fn start(listener: TcpListener, proxy: GatewayProxy) -> std::io::Result<ProxyHandle> {
     let local_addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let address = local_addr.to_string();
@@ -38,14 +39,14 @@ pub fn start(listener: TcpListener) -> std::io::Result<ProxyHandle> {
     fds.add(address.clone(), listener.into_raw_fd());
     let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
 
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let conf = Arc::new(ServerConf::default());
-    let mut service = pingora::proxy::http_proxy_service(
-        &conf,
-        GatewayProxy {
-            in_flight: in_flight.clone(),
-        },
-    );
+    let in_flight = proxy.in_flight.clone();
+    let conf = Arc::new(ServerConf {
+        // A failed connect may be retried once (nothing reached the upstream); requests that
+        // may have reached it are never retried (`GatewayProxy::error_while_proxy`).
+        max_retries: 1,
+        ..ServerConf::default()
+    });
+    let mut service = pingora::proxy::http_proxy_service(&conf, proxy);
     service.add_tcp(&address);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(async move {

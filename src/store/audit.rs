@@ -6,6 +6,8 @@ use sea_orm::{
     QuerySelect as _,
 };
 
+use chrono::SubsecRound as _;
+
 use super::entities::audit_logs::{self, Entity as AuditLogs};
 use super::{Store, StoreError};
 use crate::domain::audit::{AuditCursor, AuditEntry, AuditQuery};
@@ -29,7 +31,7 @@ impl Store {
             duration_ms: Set(saturating_i64(entry.duration_ms)),
             upstream_ms: Set(entry.upstream_ms.map(saturating_i64)),
             error: Set(entry.error),
-            created_at: Set(entry.created_at),
+            created_at: Set(entry.created_at.trunc_subsecs(6)),
         });
         AuditLogs::insert_many(models).exec(self.conn()).await?;
         Ok(())

@@ -273,6 +273,9 @@ async fn bad_query_parameters_are_400() {
     if !reply.json["field"].is_null() {
         assert_eq!(reply.json["field"], "token_id", "{}", reply.text);
     }
+    // Unknown parameters are rejected like unknown body fields.
+    let reply = api.get("/api/audit-logs?bogus=1").await;
+    reply.expect_error(400, Some("bogus"));
     let reply = api.get("/api/audit-logs?status=abc").await;
     reply.expect_error(400, None);
     if !reply.json["field"].is_null() {

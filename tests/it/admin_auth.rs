@@ -240,12 +240,30 @@ async fn json_body_errors_are_400_naming_the_field() {
         )
         .await;
     form.expect_error(415, None);
+    let undeclared = api
+        .send(
+            api.request(Method::POST, "/api/targets")
+                .body(r#"{"name": "Undeclared", "base_url": "https://api.example.com"}"#),
+        )
+        .await;
+    undeclared.expect_error(415, None);
 
     // Nothing was created by any of them, and the existing target is unchanged.
     let targets = store.list_targets().await.unwrap();
     assert_eq!(targets.len(), 1, "{targets:?}");
     assert!(targets[0].enabled);
     assert!(store.list_agent_tokens().await.unwrap().is_empty());
+
+    // A media type parameter is still JSON.
+    let charset = api
+        .send(
+            api.request(Method::POST, "/api/targets")
+                .header("content-type", "application/json; charset=utf-8")
+                .body(r#"{"name": "Charset", "base_url": "https://api.example.com"}"#),
+        )
+        .await;
+    assert_eq!(charset.expect(201)["slug"], "charset");
+    assert_eq!(store.list_targets().await.unwrap().len(), 2);
     app.stop().await;
 }
 
@@ -263,7 +281,7 @@ async fn a_body_over_the_limit_is_413() {
     let small = api
         .post(
             "/api/targets",
-            json!({"name": "x".repeat(900), "slug": "small", "base_url": "https://api.example.com"}),
+            json!({"name": "Small", "slug": "small", "base_url": format!("https://api.example.com/{}", "p".repeat(850))}),
         )
         .await;
     small.expect(201);
@@ -451,6 +469,30 @@ async fn openapi_document_lists_every_admin_route() {
     assert!(
         missing.is_empty(),
         "routes missing from the OpenAPI document: {missing:?}\ndocumented: {documented:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routing_errors_are_json_too() {
+    let app = TestApp::spawn().await;
+    let api = app.api();
+    // "Every error is JSON: {"error": "<message>"}" — also the router's own 404 and 405.
+    let unknown = api.get("/api/nothing-here").await;
+    unknown.expect_error(404, None);
+    let wrong_method = api
+        .send(api.request(Method::PUT, "/api/targets").json(&json!({})))
+        .await;
+    wrong_method.expect_error(405, None);
+    let wrong_method = api.delete("/api/tokens").await;
+    wrong_method.expect_error(405, None);
+    assert!(
+        app.running()
+            .store()
+            .list_targets()
+            .await
+            .unwrap()
+            .is_empty()
     );
     app.stop().await;
 }

@@ -155,6 +155,14 @@ async fn invalid_explicit_slugs_are_400_and_create_nothing() {
             .await;
         reply.expect_error(400, Some("slug"));
     }
+    // An empty name is a broken rule too.
+    let reply = api
+        .post(
+            "/api/targets",
+            json!({"name": "", "slug": "nameless", "base_url": "https://api.example.com"}),
+        )
+        .await;
+    reply.expect_error(400, Some("name"));
     // 63 characters is the maximum and fine.
     let longest = "a".repeat(63);
     let reply = api

@@ -154,7 +154,6 @@ async fn allowed_ips_are_validated_and_normalised() {
         json!(["300.1.1.1"]),
         json!(["10.0.0.0/8", ""]),
         json!("10.0.0.0/8"),
-        json!([10]),
     ] {
         let reply = api
             .post(
@@ -166,6 +165,21 @@ async fn allowed_ips_are_validated_and_normalised() {
         assert_eq!(reply.json["field"], "allowed_ips", "{bad}: {}", reply.text);
         assert!(reply.json["error"].is_string());
     }
+    // An element of the wrong type: the field path may point into the list.
+    let reply = api
+        .post(
+            "/api/tokens",
+            json!({"name": "bad ips", "allowed_ips": [10]}),
+        )
+        .await;
+    reply.expect_error(400, None);
+    assert!(
+        reply.json["field"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("allowed_ips")),
+        "{}",
+        reply.text
+    );
     assert_eq!(store.list_agent_tokens().await.unwrap().len(), 1);
 
     // PATCH: name and allowed_ips, with the same rules.
@@ -335,6 +349,15 @@ async fn permissions_put_is_idempotent_and_delete_reports_absence() {
     assert_eq!(created["target_slug"], "github-api");
     assert_eq!(created["target_name"], "GitHub API");
     assert_eq!(created["read_only"], false);
+
+    // An empty body declared as JSON is fine as well.
+    let reply = api
+        .send(
+            api.request(reqwest::Method::PUT, &path)
+                .header("content-type", "application/json"),
+        )
+        .await;
+    assert_eq!(json_id(reply.expect(200)), json_id(&created));
 
     // Again, now read-only: 200, same row, updated.
     let reply = api.put(&path, json!({"read_only": true})).await;

@@ -1,0 +1,44 @@
+//! Keeps the access snapshot current: a full reload after every burst of change events, and
+//! every `FULL_RELOAD_EVERY` as a safety net (e.g. for a lagged event channel).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+
+use super::{AccessControl, SnapshotSource};
+use crate::change_feed::ChangeFeed;
+
+pub const FULL_RELOAD_EVERY: Duration = Duration::from_secs(30);
+
+pub fn spawn(
+    access: Arc<AccessControl>,
+    source: SnapshotSource,
+    changes: &ChangeFeed,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let mut events = changes.subscribe();
+    tokio::spawn(async move {
+        let mut periodic = tokio::time::interval(FULL_RELOAD_EVERY);
+        periodic.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = periodic.tick() => {}
+                event = events.recv() => {
+                    if matches!(event, Err(broadcast::error::RecvError::Closed)) {
+                        break;
+                    }
+                    // Coalesce a burst: everything already queued is covered by one reload.
+                    while events.try_recv().is_ok() {}
+                }
+            }
+            match source.load().await {
+                Ok(snapshot) => access.replace(snapshot),
+                Err(error) => {
+                    tracing::warn!(%error, "access snapshot reload failed; serving the previous one")
+                }
+            }
+        }
+    })
+}

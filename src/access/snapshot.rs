@@ -1,0 +1,211 @@
+//! The in-memory view of tokens, targets, permissions and opened default credentials, built
+//! in one pass from the store. Rebuilt whole on every change event and periodically.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use uuid::Uuid;
+
+use crate::crypto::SecretBox;
+use crate::domain::credential::Credential;
+use crate::domain::ip_allowlist::IpAllowlist;
+use crate::domain::targets::Target;
+use crate::domain::tokens::TokenHash;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct TokenEntry {
+    pub id: Uuid,
+    pub name: String,
+    pub allowed_ips: IpAllowlist,
+    pub revoked: bool,
+}
+
+/// What to add to an upstream request for a target.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Injection {
+    /// No default auth method: forward without a credential.
+    Nothing,
+    /// Headers to set (name, value).
+    Headers(Vec<(String, String)>),
+    /// An already-encoded `name=value` pair for the query string.
+    Query(String),
+    /// A credential type this build cannot inject yet; requests get 503.
+    Unavailable(&'static str),
+    /// The stored credential could not be opened; requests get 500.
+    Broken,
+}
+
+impl std::fmt::Debug for Injection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Nothing => write!(f, "Nothing"),
+            Self::Headers(headers) => write!(
+                f,
+                "Headers({:?})",
+                headers.iter().map(|(n, _)| n).collect::<Vec<_>>()
+            ),
+            Self::Query(_) => write!(f, "Query(…)"),
+            Self::Unavailable(kind) => write!(f, "Unavailable({kind})"),
+            Self::Broken => write!(f, "Broken"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetEntry {
+    pub target: Target,
+    pub injection: Injection,
+    /// Secret strings that must never come back in a response header.
+    pub secrets: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    tokens: HashMap<TokenHash, Arc<TokenEntry>>,
+    targets: HashMap<String, Arc<TargetEntry>>,
+    /// (token id, target id) → read_only.
+    permissions: HashMap<(Uuid, Uuid), bool>,
+}
+
+impl Snapshot {
+    pub fn token(&self, hash: &TokenHash) -> Option<Arc<TokenEntry>> {
+        self.tokens.get(hash).cloned()
+    }
+
+    pub fn target(&self, slug: &str) -> Option<Arc<TargetEntry>> {
+        self.targets.get(slug).cloned()
+    }
+
+    pub fn permission(&self, token_id: Uuid, target_id: Uuid) -> Option<bool> {
+        self.permissions.get(&(token_id, target_id)).copied()
+    }
+
+    pub fn targets_of(&self, token_id: Uuid) -> Vec<Arc<TargetEntry>> {
+        let mut targets: Vec<Arc<TargetEntry>> = self
+            .targets
+            .values()
+            .filter(|t| t.target.enabled && self.permissions.contains_key(&(token_id, t.target.id)))
+            .cloned()
+            .collect();
+        targets.sort_by(|a, b| a.target.slug.cmp(&b.target.slug));
+        targets
+    }
+}
+
+/// Builds snapshots from the store, opening credentials with the secret box.
+#[derive(Clone)]
+pub struct SnapshotSource {
+    pub store: Store,
+    pub secrets: Arc<SecretBox>,
+}
+
+impl SnapshotSource {
+    pub async fn load(&self) -> Result<Snapshot, StoreError> {
+        let tokens = self.store.list_agent_tokens().await?;
+        let targets = self.store.list_targets().await?;
+        let credentials = self.store.default_credentials().await?;
+        let permissions = self.store.all_permissions().await?;
+
+        let mut by_target: HashMap<Uuid, (Injection, Vec<String>)> = HashMap::new();
+        for sealed in credentials {
+            let opened = self
+                .secrets
+                .open_string(
+                    &sealed.sealed,
+                    crate::manage::credential_slot(sealed.method_id),
+                )
+                .ok()
+                .and_then(|text| Credential::from_stored(sealed.kind, &text).ok());
+            let entry = match opened {
+                Some(credential) => injection_for(&credential),
+                None => {
+                    tracing::error!(target_id = %sealed.target_id, "stored credential cannot be opened");
+                    (Injection::Broken, Vec::new())
+                }
+            };
+            by_target.insert(sealed.target_id, entry);
+        }
+
+        Ok(Snapshot {
+            tokens: tokens
+                .into_iter()
+                .map(|t| {
+                    let entry = TokenEntry {
+                        id: t.id,
+                        revoked: t.is_revoked(),
+                        name: t.name,
+                        allowed_ips: t.allowed_ips,
+                    };
+                    (t.hash, Arc::new(entry))
+                })
+                .collect(),
+            targets: targets
+                .into_iter()
+                .map(|target| {
+                    let (injection, secrets) = if target.is_managed() {
+                        (Injection::Unavailable("connected account"), Vec::new())
+                    } else {
+                        by_target
+                            .remove(&target.id)
+                            .unwrap_or((Injection::Nothing, Vec::new()))
+                    };
+                    let slug = target.slug.as_str().to_owned();
+                    (
+                        slug,
+                        Arc::new(TargetEntry {
+                            target,
+                            injection,
+                            secrets,
+                        }),
+                    )
+                })
+                .collect(),
+            permissions: permissions
+                .into_iter()
+                .map(|p| ((p.token_id, p.target_id), p.read_only))
+                .collect(),
+        })
+    }
+}
+
+/// How a credential goes on the wire, and the strings that would reveal it.
+fn injection_for(credential: &Credential) -> (Injection, Vec<String>) {
+    let mut secrets: Vec<String> = credential
+        .secret_values()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let injection = match credential {
+        Credential::Bearer(token) => Injection::Headers(vec![(
+            "authorization".to_owned(),
+            format!("Bearer {token}"),
+        )]),
+        Credential::Basic { user, password } => {
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            secrets.push(encoded.clone());
+            Injection::Headers(vec![(
+                "authorization".to_owned(),
+                format!("Basic {encoded}"),
+            )])
+        }
+        Credential::CustomHeaders(headers) => Injection::Headers(
+            headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
+                .collect(),
+        ),
+        Credential::QueryParam { name, value } => {
+            let pair: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair(name, value)
+                .finish();
+            Injection::Query(pair)
+        }
+        Credential::OAuth2RefreshToken(_) => Injection::Unavailable("oauth2_refresh_token"),
+    };
+    // Short secrets would match unrelated header values; only scrub distinctive ones.
+    secrets.retain(|s| s.len() >= 8);
+    (injection, secrets)
+}
