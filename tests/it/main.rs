@@ -14,5 +14,6 @@ mod admin_tokens;
 mod cli;
 mod listeners;
 mod migrations;
+mod oidc_harness;
 mod secrets_at_rest;
 mod store;

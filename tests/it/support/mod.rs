@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod app;
 pub mod db;
+pub mod oidc;
 
 pub use app::TestApp;
 pub use db::TestDb;
