@@ -21,6 +21,7 @@ use crate::domain::tokens::AdminToken;
 use crate::egress::EgressPolicy;
 use crate::manage::Management;
 use crate::metrics::Metrics;
+use crate::oauth::providers::Providers;
 use crate::proxy::GatewayProxy;
 use crate::proxy::{self, ProxyHandle};
 use crate::store::{Store, StoreError};
@@ -131,6 +132,10 @@ impl App {
                 .and_then(AdminToken::parse)
                 .map(|t| t.hash()),
             max_body_bytes: config.admin.max_body_bytes,
+            providers: Arc::new(Providers::new(
+                &config.providers,
+                &config.env.oauth_clients,
+            )?),
         };
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,

@@ -17,6 +17,7 @@ pub mod domain;
 pub mod egress;
 pub mod manage;
 pub mod metrics;
+pub mod oauth;
 pub mod proxy;
 pub mod store;
 pub mod telemetry;

@@ -5,6 +5,7 @@ mod audit_logs;
 mod auth;
 mod health;
 mod json;
+mod providers;
 mod targets;
 mod tokens;
 
@@ -27,6 +28,7 @@ pub struct AdminState {
     pub configured_admin_token: Option<TokenHash>,
     /// Largest accepted request body (`admin.max_body_bytes`).
     pub max_body_bytes: usize,
+    pub providers: Arc<crate::oauth::providers::Providers>,
 }
 
 /// The body of every error response.
@@ -45,6 +47,7 @@ pub struct ErrorBody {
         (name = "targets", description = "Upstream APIs and their credentials"),
         (name = "tokens", description = "Agent tokens and their permissions"),
         (name = "audit", description = "One row per proxied request"),
+        (name = "accounts", description = "OAuth providers and connected accounts"),
     )
 )]
 struct ApiDoc;
@@ -78,6 +81,7 @@ fn api() -> (Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::list_permissions))
         .routes(routes!(tokens::put_permission, tokens::delete_permission))
         .routes(routes!(audit_logs::list_audit_logs))
+        .routes(routes!(providers::list_providers))
         .split_for_parts()
 }
 

@@ -284,6 +284,8 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
         let failure = ctx.failure.take().or_else(|| upstream_failure(error));
+        // The connection is not reused after a failed proxy attempt; say so in the answer.
+        session.set_keepalive(None);
         let code = match failure {
             Some(failure) => {
                 let status = failure.status().as_u16();

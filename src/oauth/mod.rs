@@ -1,0 +1,3 @@
+//! Talking to OAuth providers. Knows no HTTP server types.
+
+pub mod providers;
