@@ -8,6 +8,7 @@ mod m20261125_000001_create_tokens;
 mod m20261125_000002_create_connected_accounts;
 mod m20261125_000003_create_targets;
 mod m20261125_000004_create_audit_logs;
+mod m20261125_000005_create_oauth_states;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_create_connected_accounts::Migration),
             Box::new(m20261125_000003_create_targets::Migration),
             Box::new(m20261125_000004_create_audit_logs::Migration),
+            Box::new(m20261125_000005_create_oauth_states::Migration),
         ]
     }
 }

@@ -1,12 +1,21 @@
-//! Connected accounts. The refresh lease of SPEC §7 lands here with issue "Connected accounts";
-//! for now: insert, read and list, so the schema is exercised on both backends.
+//! Connected accounts and the refresh lease of SPEC §7: a replica claims the right to refresh
+//! with one conditional UPDATE on (id, token_version, lease free or expired), refreshes outside
+//! any transaction, and writes the new tokens guarded by owner and version, bumping the version.
+//! Works the same on SQLite and PostgreSQL (no `SELECT … FOR UPDATE`).
 
-use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, EntityTrait as _, QueryOrder as _};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait as _};
+use sea_orm::{
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _, TransactionTrait as _,
+};
 use uuid::Uuid;
 
 use super::entities::connected_accounts::{self, Entity as Accounts};
 use super::{Store, StoreError, classify, now};
+use crate::domain::Timestamp;
 use crate::domain::accounts::{AccountStatus, ConnectedAccount};
+use crate::domain::targets::Target;
+use crate::store::targets::NewTarget;
 
 /// A freshly connected account with its tokens already sealed by the caller (the seal is bound
 /// to `id`, hence the caller picks it).
@@ -27,31 +36,7 @@ impl Store {
         &self,
         new: NewConnectedAccount,
     ) -> Result<ConnectedAccount, StoreError> {
-        let at = now();
-        let model = connected_accounts::ActiveModel {
-            id: Set(new.id),
-            provider_type: Set(new.provider_type),
-            email: Set(new.email),
-            display_name: Set(new.display_name),
-            access_token: Set(Some(new.sealed_access_token)),
-            refresh_token: Set(new.sealed_refresh_token),
-            token_expires_at: Set(new.token_expires_at),
-            token_version: Set(0),
-            refresh_lease_owner: Set(None),
-            refresh_lease_until: Set(None),
-            scopes: Set(new.scopes),
-            status: Set(AccountStatus::Connected.as_str().to_owned()),
-            status_message: Set(None),
-            last_refreshed_at: Set(Some(at)),
-            last_refresh_error: Set(None),
-            created_at: Set(at),
-            updated_at: Set(at),
-        };
-        let model = model
-            .insert(self.conn())
-            .await
-            .map_err(|e| classify(e, "connected_accounts.provider_type_email"))?;
-        account_from(model)
+        insert_account(self.conn(), new).await
     }
 
     pub async fn connected_account(&self, id: Uuid) -> Result<ConnectedAccount, StoreError> {
@@ -77,6 +62,321 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// An account with its sealed tokens and lease, for the refresh machinery.
+#[derive(Debug, Clone)]
+pub struct AccountTokens {
+    pub account: ConnectedAccount,
+    pub sealed_access_token: Option<Vec<u8>>,
+    pub sealed_refresh_token: Option<Vec<u8>>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<Timestamp>,
+}
+
+/// New tokens for an existing account (reconnect or refresh).
+#[derive(Debug, Clone)]
+pub struct FreshTokens {
+    pub sealed_access_token: Vec<u8>,
+    /// `None` keeps the stored refresh token (the provider did not rotate it).
+    pub sealed_refresh_token: Option<Vec<u8>>,
+    pub token_expires_at: Option<Timestamp>,
+}
+
+impl Store {
+    pub async fn connected_account_by_email(
+        &self,
+        provider_type: &str,
+        email: &str,
+    ) -> Result<Option<ConnectedAccount>, StoreError> {
+        Accounts::find()
+            .filter(connected_accounts::Column::ProviderType.eq(provider_type))
+            .filter(connected_accounts::Column::Email.eq(email))
+            .one(self.conn())
+            .await?
+            .map(account_from)
+            .transpose()
+    }
+
+    /// In one transaction: insert the account and its managed targets.
+    pub async fn insert_account_with_targets(
+        &self,
+        new: NewConnectedAccount,
+        targets: Vec<NewTarget>,
+    ) -> Result<(ConnectedAccount, Vec<Target>), StoreError> {
+        let txn = self.conn().begin().await?;
+        let account = insert_account(&txn, new).await?;
+        let mut created = Vec::with_capacity(targets.len());
+        for target in targets {
+            created.push(super::targets::insert_target(&txn, target).await?);
+        }
+        txn.commit().await?;
+        Ok((account, created))
+    }
+
+    /// Reconnect in place: new tokens, status connected, lease cleared, version bumped; targets
+    /// and permissions are untouched.
+    pub async fn reconnect_account(
+        &self,
+        id: Uuid,
+        display_name: Option<String>,
+        scopes: &str,
+        tokens: FreshTokens,
+    ) -> Result<ConnectedAccount, StoreError> {
+        let at = now();
+        let mut update = Accounts::update_many()
+            .col_expr(
+                connected_accounts::Column::AccessToken,
+                Expr::value(Some(tokens.sealed_access_token)),
+            )
+            .col_expr(
+                connected_accounts::Column::TokenExpiresAt,
+                Expr::value(tokens.token_expires_at),
+            )
+            .col_expr(
+                connected_accounts::Column::TokenVersion,
+                Expr::col(connected_accounts::Column::TokenVersion).add(1),
+            )
+            .col_expr(
+                connected_accounts::Column::RefreshLeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                connected_accounts::Column::RefreshLeaseUntil,
+                Expr::value(Option::<Timestamp>::None),
+            )
+            .col_expr(connected_accounts::Column::Scopes, Expr::value(scopes))
+            .col_expr(
+                connected_accounts::Column::Status,
+                Expr::value(AccountStatus::Connected.as_str()),
+            )
+            .col_expr(
+                connected_accounts::Column::StatusMessage,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                connected_accounts::Column::LastRefreshedAt,
+                Expr::value(Some(at)),
+            )
+            .col_expr(
+                connected_accounts::Column::LastRefreshError,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(connected_accounts::Column::UpdatedAt, Expr::value(at))
+            .filter(connected_accounts::Column::Id.eq(id));
+        if let Some(sealed) = tokens.sealed_refresh_token {
+            update = update.col_expr(
+                connected_accounts::Column::RefreshToken,
+                Expr::value(Some(sealed)),
+            );
+        }
+        if display_name.is_some() {
+            update = update.col_expr(
+                connected_accounts::Column::DisplayName,
+                Expr::value(display_name),
+            );
+        }
+        if update.exec(self.conn()).await?.rows_affected == 0 {
+            return Err(StoreError::not_found("connected account"));
+        }
+        self.connected_account(id).await
+    }
+
+    pub async fn account_tokens(&self, id: Uuid) -> Result<AccountTokens, StoreError> {
+        let model = Accounts::find_by_id(id)
+            .one(self.conn())
+            .await?
+            .ok_or(StoreError::not_found("connected account"))?;
+        let sealed_access_token = model.access_token.clone();
+        let sealed_refresh_token = model.refresh_token.clone();
+        let lease_owner = model.refresh_lease_owner.clone();
+        let lease_until = model.refresh_lease_until;
+        Ok(AccountTokens {
+            account: account_from(model)?,
+            sealed_access_token,
+            sealed_refresh_token,
+            lease_owner,
+            lease_until,
+        })
+    }
+
+    /// Claim the right to refresh: one conditional UPDATE; `true` when this caller won.
+    pub async fn claim_refresh_lease(
+        &self,
+        id: Uuid,
+        version: i64,
+        owner: &str,
+        until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let at = now();
+        let result = Accounts::update_many()
+            .col_expr(
+                connected_accounts::Column::RefreshLeaseOwner,
+                Expr::value(owner),
+            )
+            .col_expr(
+                connected_accounts::Column::RefreshLeaseUntil,
+                Expr::value(until),
+            )
+            .filter(connected_accounts::Column::Id.eq(id))
+            .filter(connected_accounts::Column::TokenVersion.eq(version))
+            .filter(
+                Condition::any()
+                    .add(connected_accounts::Column::RefreshLeaseUntil.is_null())
+                    .add(connected_accounts::Column::RefreshLeaseUntil.lt(at)),
+            )
+            .exec(self.conn())
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Write refreshed tokens if this caller still holds the lease on this version; bumps the
+    /// version and clears the lease. `false` when the lease was lost (nothing written).
+    pub async fn save_refreshed_tokens(
+        &self,
+        id: Uuid,
+        owner: &str,
+        version: i64,
+        tokens: FreshTokens,
+    ) -> Result<bool, StoreError> {
+        let at = now();
+        let mut update = Accounts::update_many()
+            .col_expr(
+                connected_accounts::Column::AccessToken,
+                Expr::value(Some(tokens.sealed_access_token)),
+            )
+            .col_expr(
+                connected_accounts::Column::TokenExpiresAt,
+                Expr::value(tokens.token_expires_at),
+            )
+            .col_expr(
+                connected_accounts::Column::TokenVersion,
+                Expr::value(version + 1),
+            )
+            .col_expr(
+                connected_accounts::Column::RefreshLeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                connected_accounts::Column::RefreshLeaseUntil,
+                Expr::value(Option::<Timestamp>::None),
+            )
+            .col_expr(
+                connected_accounts::Column::LastRefreshedAt,
+                Expr::value(Some(at)),
+            )
+            .col_expr(
+                connected_accounts::Column::LastRefreshError,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(connected_accounts::Column::UpdatedAt, Expr::value(at))
+            .filter(connected_accounts::Column::Id.eq(id))
+            .filter(connected_accounts::Column::TokenVersion.eq(version))
+            .filter(connected_accounts::Column::RefreshLeaseOwner.eq(owner));
+        if let Some(sealed) = tokens.sealed_refresh_token {
+            update = update.col_expr(
+                connected_accounts::Column::RefreshToken,
+                Expr::value(Some(sealed)),
+            );
+        }
+        Ok(update.exec(self.conn()).await?.rows_affected == 1)
+    }
+
+    /// Record a failed refresh. A dead grant or misconfigured app changes the status (only if
+    /// the version is still the one that failed); a transient failure only records the error.
+    /// Either way the lease is released and the refresh token is kept.
+    pub async fn record_refresh_failure(
+        &self,
+        id: Uuid,
+        owner: &str,
+        version: i64,
+        status: Option<(AccountStatus, String)>,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let at = now();
+        let mut update = Accounts::update_many()
+            .col_expr(
+                connected_accounts::Column::RefreshLeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                connected_accounts::Column::RefreshLeaseUntil,
+                Expr::value(Option::<Timestamp>::None),
+            )
+            .col_expr(
+                connected_accounts::Column::LastRefreshError,
+                Expr::value(Some(error.to_owned())),
+            )
+            .col_expr(connected_accounts::Column::UpdatedAt, Expr::value(at))
+            .filter(connected_accounts::Column::Id.eq(id))
+            .filter(connected_accounts::Column::TokenVersion.eq(version))
+            .filter(connected_accounts::Column::RefreshLeaseOwner.eq(owner));
+        if let Some((status, message)) = status {
+            update = update
+                .col_expr(
+                    connected_accounts::Column::Status,
+                    Expr::value(status.as_str()),
+                )
+                .col_expr(
+                    connected_accounts::Column::StatusMessage,
+                    Expr::value(Some(message)),
+                );
+        }
+        Ok(update.exec(self.conn()).await?.rows_affected == 1)
+    }
+
+    /// Connected accounts whose token expires before `expiring_before` or that were last
+    /// refreshed before `stale_before`.
+    pub async fn accounts_due_for_refresh(
+        &self,
+        expiring_before: Timestamp,
+        stale_before: Timestamp,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        Ok(Accounts::find()
+            .filter(connected_accounts::Column::Status.eq(AccountStatus::Connected.as_str()))
+            .filter(
+                Condition::any()
+                    .add(connected_accounts::Column::TokenExpiresAt.lt(expiring_before))
+                    .add(connected_accounts::Column::LastRefreshedAt.lt(stale_before))
+                    .add(connected_accounts::Column::LastRefreshedAt.is_null()),
+            )
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(|m| m.id)
+            .collect())
+    }
+}
+
+async fn insert_account(
+    conn: &impl sea_orm::ConnectionTrait,
+    new: NewConnectedAccount,
+) -> Result<ConnectedAccount, StoreError> {
+    let at = now();
+    let model = connected_accounts::ActiveModel {
+        id: Set(new.id),
+        provider_type: Set(new.provider_type),
+        email: Set(new.email),
+        display_name: Set(new.display_name),
+        access_token: Set(Some(new.sealed_access_token)),
+        refresh_token: Set(new.sealed_refresh_token),
+        token_expires_at: Set(new.token_expires_at),
+        token_version: Set(0),
+        refresh_lease_owner: Set(None),
+        refresh_lease_until: Set(None),
+        scopes: Set(new.scopes),
+        status: Set(AccountStatus::Connected.as_str().to_owned()),
+        status_message: Set(None),
+        last_refreshed_at: Set(Some(at)),
+        last_refresh_error: Set(None),
+        created_at: Set(at),
+        updated_at: Set(at),
+    };
+    let model = model
+        .insert(conn)
+        .await
+        .map_err(|e| classify(e, "connected_accounts.provider_type_email"))?;
+    account_from(model)
 }
 
 fn account_from(model: connected_accounts::Model) -> Result<ConnectedAccount, StoreError> {

@@ -66,23 +66,7 @@ pub struct SealedCredential {
 
 impl Store {
     pub async fn insert_target(&self, new: NewTarget) -> Result<Target, StoreError> {
-        let at = now();
-        let model = targets::ActiveModel {
-            id: Set(Uuid::new_v4()),
-            name: Set(new.name),
-            slug: Set(new.slug.as_str().to_owned()),
-            base_url: Set(new.base_url.to_string()),
-            enabled: Set(new.enabled),
-            connected_account_id: Set(new.connected_account_id),
-            capability: Set(new.capability.map(|c| c.as_str().to_owned())),
-            created_at: Set(at),
-            updated_at: Set(at),
-        };
-        let model = model
-            .insert(self.conn())
-            .await
-            .map_err(|e| classify(e, "targets.slug"))?;
-        target_from(model)
+        insert_target(self.conn(), new).await
     }
 
     pub async fn list_targets(&self) -> Result<Vec<Target>, StoreError> {
@@ -363,6 +347,29 @@ impl Store {
             .map(permission_from)
             .collect())
     }
+}
+
+pub(super) async fn insert_target(
+    conn: &impl ConnectionTrait,
+    new: NewTarget,
+) -> Result<Target, StoreError> {
+    let at = now();
+    let model = targets::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        name: Set(new.name),
+        slug: Set(new.slug.as_str().to_owned()),
+        base_url: Set(new.base_url.to_string()),
+        enabled: Set(new.enabled),
+        connected_account_id: Set(new.connected_account_id),
+        capability: Set(new.capability.map(|c| c.as_str().to_owned())),
+        created_at: Set(at),
+        updated_at: Set(at),
+    };
+    let model = model
+        .insert(conn)
+        .await
+        .map_err(|e| classify(e, "targets.slug"))?;
+    target_from(model)
 }
 
 async fn find_auth_method(

@@ -2,7 +2,9 @@
 
 pub mod admin_tokens;
 pub mod audit_logs;
+pub mod connect_links;
 pub mod connected_accounts;
+pub mod oauth_states;
 pub mod target_auth_methods;
 pub mod targets;
 pub mod token_permissions;
