@@ -57,6 +57,9 @@ impl SecretSlot {
 struct Key {
     id: [u8; KEY_ID_LEN],
     cipher: Aes256Gcm,
+    /// A separate key for MACs, derived from the encryption key, so one key never serves two
+    /// algorithms.
+    mac_key: [u8; 32],
 }
 
 impl Key {
@@ -64,9 +67,12 @@ impl Key {
         let digest = Sha256::digest(bytes);
         let mut id = [0u8; KEY_ID_LEN];
         id.copy_from_slice(&digest[..KEY_ID_LEN]);
+        let mut mac_input = b"gatehouse-mac-v1:".to_vec();
+        mac_input.extend_from_slice(bytes);
         Self {
             id,
             cipher: Aes256Gcm::new(bytes.into()),
+            mac_key: Sha256::digest(&mac_input).into(),
         }
     }
 }
@@ -152,6 +158,40 @@ impl SecretBox {
     /// Open a secret that was sealed from UTF-8 text.
     pub fn open_string(&self, sealed: &[u8], slot: SecretSlot) -> Result<String, CryptoError> {
         String::from_utf8(self.open(sealed, slot)?).map_err(|_| CryptoError::Malformed)
+    }
+}
+
+impl SecretBox {
+    /// HMAC-SHA256 of `data` under the current key, hex.
+    pub fn sign(&self, data: &[u8]) -> String {
+        hex::encode(mac(&self.current.mac_key, data))
+    }
+
+    /// Whether `signature` is `sign(data)` under the current or an older key (constant time).
+    pub fn verify(&self, data: &[u8], signature: &str) -> bool {
+        use hmac::Mac as _;
+        let Ok(expected) = hex::decode(signature) else {
+            return false;
+        };
+        std::iter::once(&self.current).chain(&self.older).any(|key| {
+            let Ok(mut verifier) = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&key.mac_key) else {
+                return false;
+            };
+            verifier.update(data);
+            verifier.verify_slice(&expected).is_ok()
+        })
+    }
+}
+
+fn mac(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
+    use hmac::Mac as _;
+    match <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(data);
+            mac.finalize().into_bytes().into()
+        }
+        // HMAC accepts keys of any length.
+        Err(_) => unreachable!("HMAC-SHA256 takes any key length"),
     }
 }
 
@@ -290,6 +330,18 @@ mod tests {
             &hex::decode(rotated.key_id()).unwrap()[..]
         );
         assert!(old.open(&sealed_new, slot(id)).is_err());
+    }
+
+    #[test]
+    fn signatures_verify_under_current_and_old_keys_only() {
+        let old = SecretBox::new(&[1; 32], &[]);
+        let signed_old = old.sign(b"nonce");
+        let rotated = SecretBox::new(&[2; 32], &[[1; 32]]);
+        assert!(rotated.verify(b"nonce", &signed_old));
+        assert!(rotated.verify(b"nonce", &rotated.sign(b"nonce")));
+        assert!(!rotated.verify(b"other", &signed_old));
+        assert!(!SecretBox::new(&[3; 32], &[]).verify(b"nonce", &signed_old));
+        assert!(!rotated.verify(b"nonce", "zz"));
     }
 
     #[test]

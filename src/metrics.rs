@@ -21,6 +21,14 @@ pub struct Metrics {
     /// `{reason}`: missing, malformed, unknown, revoked, ip_not_allowed.
     pub auth_failures: IntCounterVec,
     pub audit_dropped: IntCounter,
+    /// `{result}`: hit or miss of the connected-account access-token cache.
+    pub token_cache: IntCounterVec,
+    /// `{provider, outcome}`: success, invalid_grant, transient.
+    pub token_refresh: IntCounterVec,
+    /// Requests that joined an in-flight refresh instead of starting one.
+    pub token_refresh_waiters: IntCounter,
+    /// `{provider, status}`: connected accounts by status.
+    pub connected_accounts: IntGaugeVec,
 }
 
 impl Metrics {
@@ -68,6 +76,26 @@ impl Metrics {
             "gatehouse_audit_dropped_total",
             "Audit events dropped because the writer's queue was full",
         )?;
+        let token_cache = IntCounterVec::new(
+            Opts::new("gatehouse_token_cache_total", "Access-token cache lookups of connected accounts"),
+            &["result"],
+        )?;
+        let token_refresh = IntCounterVec::new(
+            Opts::new("gatehouse_token_refresh_total", "Access-token refreshes at the provider by outcome"),
+            &["provider", "outcome"],
+        )?;
+        let token_refresh_waiters = IntCounter::new(
+            "gatehouse_token_refresh_waiters_total",
+            "Requests that joined an in-flight refresh",
+        )?;
+        let connected_accounts = IntGaugeVec::new(
+            Opts::new("gatehouse_connected_accounts", "Connected accounts by provider and status"),
+            &["provider", "status"],
+        )?;
+        registry.register(Box::new(token_cache.clone()))?;
+        registry.register(Box::new(token_refresh.clone()))?;
+        registry.register(Box::new(token_refresh_waiters.clone()))?;
+        registry.register(Box::new(connected_accounts.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
@@ -81,6 +109,10 @@ impl Metrics {
             upstream_duration,
             auth_failures,
             audit_dropped,
+            token_cache,
+            token_refresh,
+            token_refresh_waiters,
+            connected_accounts,
         })
     }
 

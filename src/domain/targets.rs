@@ -51,6 +51,16 @@ impl TargetSlug {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A managed target's slug: `{slugified-email}-{capability}-{first 6 hex of the account id}`
+    /// (SPEC §6), the email part shortened so the whole fits the limit.
+    pub fn managed(email: &str, capability: Capability, account_id: Uuid) -> Self {
+        let suffix = format!("-{}-{}", capability.as_str(), &account_id.simple().to_string()[..6]);
+        let email_part = Self::from_name(email).map(|s| s.0).unwrap_or_else(|_| "account".to_owned());
+        let room = Self::MAX_LEN - suffix.len();
+        let email_part = email_part[..email_part.len().min(room)].trim_end_matches('-');
+        Self(format!("{email_part}{suffix}"))
+    }
 }
 
 impl fmt::Display for TargetSlug {
@@ -185,6 +195,18 @@ mod tests {
                 .len(),
             63
         );
+    }
+
+    #[test]
+    fn managed_slugs() {
+        let id = Uuid::parse_str("abcdef12-0000-0000-0000-000000000000").unwrap();
+        let slug = TargetSlug::managed("Ada.Lovelace@Example.com", Capability::Mail, id);
+        assert_eq!(slug.as_str(), "ada-lovelace-example-com-mail-abcdef");
+        assert!(TargetSlug::parse(slug.as_str()).is_ok());
+        let long = TargetSlug::managed(&format!("{}@example.com", "x".repeat(80)), Capability::Calendar, id);
+        assert!(long.as_str().len() <= TargetSlug::MAX_LEN);
+        assert!(long.as_str().ends_with("-calendar-abcdef"));
+        assert!(TargetSlug::parse(long.as_str()).is_ok());
     }
 
     #[test]

@@ -2,3 +2,4 @@
 
 pub mod client;
 pub mod providers;
+pub mod connect;

@@ -1,0 +1,233 @@
+//! The connect flow of SPEC §6: `start` (state, PKCE verifier, browser binding) and `finish`
+//! (verify, exchange, profile, then insert the account with its managed targets — or
+//! reconnect it in place).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
+use url::Url;
+use uuid::Uuid;
+
+use super::client::{OAuthClient, OAuthError};
+use super::providers::{Provider, Providers};
+use crate::change_feed::{ChangeEvent, ChangeFeed};
+use crate::credentials::access_tokens::{AccessTokens, access_token_slot, refresh_token_slot};
+use crate::crypto::{SecretBox, SecretSlot};
+use crate::domain::accounts::ConnectedAccount;
+use crate::domain::targets::{Capability, TargetSlug};
+use crate::store::accounts::{FreshTokens, NewConnectedAccount};
+use crate::store::oauth::OAuthState;
+use crate::store::targets::NewTarget;
+use crate::store::{Store, StoreError};
+
+/// How long a started flow (and a connect link) stays usable.
+pub const FLOW_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// Name of the cookie that binds a flow to the browser that started it.
+pub const BINDING_COOKIE: &str = "gatehouse_oauth";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("unknown provider")]
+    UnknownProvider,
+    #[error("provider is not configured: set {0}")]
+    NotConfigured(&'static str),
+    /// Missing, forged, expired, replayed state, or a cookie that does not match.
+    #[error("invalid or expired state")]
+    InvalidState,
+    #[error("the provider refused: {0}")]
+    Provider(OAuthError),
+    #[error("the account's profile has no email address")]
+    NoEmail,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored flow cannot be opened")]
+    Crypto,
+}
+
+impl ConnectError {
+    /// The short code put in `?error=` of the redirect to the UI.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownProvider => "unknown_provider",
+            Self::NotConfigured(_) => "provider_not_configured",
+            Self::InvalidState => "invalid_state",
+            Self::Provider(OAuthError::DeadGrant { .. }) => "invalid_grant",
+            Self::Provider(_) => "provider_error",
+            Self::NoEmail => "no_email",
+            Self::Store(_) | Self::Crypto => "internal_error",
+        }
+    }
+}
+
+/// What `start` gives the HTTP layer: where to send the browser and the cookie to set.
+pub struct Started {
+    pub authorize_url: Url,
+    /// `nonce.signature`; its hash is stored with the state.
+    pub cookie_value: String,
+}
+
+#[derive(Clone)]
+pub struct ConnectFlow {
+    pub store: Store,
+    pub secrets: Arc<SecretBox>,
+    pub providers: Arc<Providers>,
+    pub oauth: OAuthClient,
+    pub access_tokens: Arc<AccessTokens>,
+    pub changes: ChangeFeed,
+    /// `{admin.public_url}/oauth/callback`, never derived from a request.
+    pub redirect_uri: Url,
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn verifier_slot(state_id: Uuid) -> SecretSlot {
+    SecretSlot {
+        table: "oauth_states",
+        column: "code_verifier",
+        row_id: state_id,
+    }
+}
+
+impl ConnectFlow {
+    pub fn provider(&self, kind: &str) -> Result<&Provider, ConnectError> {
+        let provider = self.providers.get(kind).ok_or(ConnectError::UnknownProvider)?;
+        if !provider.is_configured() {
+            return Err(ConnectError::NotConfigured(provider.env_vars()[0]));
+        }
+        Ok(provider)
+    }
+
+    pub async fn start(&self, kind: &str) -> Result<Started, ConnectError> {
+        let provider = self.provider(kind)?;
+        let request = self
+            .oauth
+            .authorization_request(provider, &self.redirect_uri)
+            .map_err(ConnectError::Provider)?;
+        let mut nonce = [0u8; 32];
+        rand::rng().fill_bytes(&mut nonce);
+        let nonce = URL_SAFE_NO_PAD.encode(nonce);
+        let id = Uuid::new_v4();
+        self.store
+            .insert_oauth_state(OAuthState {
+                id,
+                state_hash: sha256_hex(&request.state),
+                provider_type: provider.kind.to_owned(),
+                sealed_verifier: self.secrets.seal_str(&request.pkce_verifier, verifier_slot(id)),
+                browser_binding: sha256_hex(&nonce),
+                expires_at: chrono::Utc::now() + FLOW_LIFETIME,
+            })
+            .await?;
+        let signature = self.secrets.sign(nonce.as_bytes());
+        Ok(Started {
+            authorize_url: request.url,
+            cookie_value: format!("{nonce}.{signature}"),
+        })
+    }
+
+    /// Verify the state (single use) and the browser's cookie, then exchange and store.
+    pub async fn finish(&self, state: &str, code: &str, cookie: Option<&str>) -> Result<ConnectedAccount, ConnectError> {
+        let flow = self.take_state(state, cookie).await?;
+        let provider = self.provider(&flow.provider_type)?;
+        let verifier = self
+            .secrets
+            .open_string(&flow.sealed_verifier, verifier_slot(flow.id))
+            .map_err(|_| ConnectError::Crypto)?;
+        let tokens = self
+            .oauth
+            .exchange_code(provider, &self.redirect_uri, code, &verifier)
+            .await
+            .map_err(ConnectError::Provider)?;
+        let profile = match self.oauth.profile(provider, &tokens.access_token).await {
+            Ok(profile) => profile,
+            Err(OAuthError::Unusable(_)) => return Err(ConnectError::NoEmail),
+            Err(error) => return Err(ConnectError::Provider(error)),
+        };
+        let expires_at = tokens
+            .expires_in
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| chrono::Utc::now() + d);
+        let scopes = tokens.scopes.clone().unwrap_or_else(|| provider.scopes.join(" "));
+        let existing = self.store.connected_account_by_email(provider.kind, &profile.email).await?;
+        let account = match existing {
+            Some(account) => {
+                let fresh = FreshTokens {
+                    sealed_access_token: self.secrets.seal_str(&tokens.access_token, access_token_slot(account.id)),
+                    sealed_refresh_token: tokens
+                        .refresh_token
+                        .as_deref()
+                        .map(|rt| self.secrets.seal_str(rt, refresh_token_slot(account.id))),
+                    token_expires_at: expires_at,
+                };
+                self.store
+                    .reconnect_account(account.id, profile.display_name.clone(), &scopes, fresh)
+                    .await?
+            }
+            None => {
+                let id = Uuid::new_v4();
+                let targets = provider
+                    .capabilities()
+                    .iter()
+                    .map(|capability| managed_target(provider, &profile.email, *capability, id))
+                    .collect();
+                let new = NewConnectedAccount {
+                    id,
+                    provider_type: provider.kind.to_owned(),
+                    email: profile.email.clone(),
+                    display_name: profile.display_name.clone(),
+                    sealed_access_token: self.secrets.seal_str(&tokens.access_token, access_token_slot(id)),
+                    sealed_refresh_token: tokens
+                        .refresh_token
+                        .as_deref()
+                        .map(|rt| self.secrets.seal_str(rt, refresh_token_slot(id))),
+                    token_expires_at: expires_at,
+                    scopes,
+                };
+                self.store.insert_account_with_targets(new, targets).await?.0
+            }
+        };
+        self.access_tokens.forget(account.id);
+        self.changes.publish(ChangeEvent::Account(account.id));
+        Ok(account)
+    }
+
+    async fn take_state(&self, state: &str, cookie: Option<&str>) -> Result<OAuthState, ConnectError> {
+        if state.is_empty() {
+            return Err(ConnectError::InvalidState);
+        }
+        // Taking the state consumes it even when the cookie then fails: a leaked state is dead.
+        let flow = self
+            .store
+            .take_oauth_state(&sha256_hex(state))
+            .await?
+            .ok_or(ConnectError::InvalidState)?;
+        let (nonce, signature) = cookie
+            .and_then(|c| c.split_once('.'))
+            .ok_or(ConnectError::InvalidState)?;
+        if !self.secrets.verify(nonce.as_bytes(), signature) || sha256_hex(nonce) != flow.browser_binding {
+            return Err(ConnectError::InvalidState);
+        }
+        Ok(flow)
+    }
+}
+
+fn managed_target(provider: &Provider, email: &str, capability: Capability, account_id: Uuid) -> NewTarget {
+    let label = match capability {
+        Capability::Mail => "Mail",
+        Capability::Calendar => "Calendar",
+    };
+    NewTarget {
+        name: format!("{email} — {label}"),
+        slug: TargetSlug::managed(email, capability, account_id),
+        base_url: provider.base_url(capability).clone(),
+        enabled: true,
+        connected_account_id: Some(account_id),
+        capability: Some(capability),
+    }
+}
