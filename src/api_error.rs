@@ -5,8 +5,10 @@
 use http::StatusCode;
 
 use crate::access::AccessError;
+use crate::credentials::TokenError;
 use crate::crypto::CryptoError;
 use crate::domain::validation::ValidationError;
+use crate::oauth::connect::ConnectError;
 use crate::store::StoreError;
 
 pub const MANAGED_TARGET_MESSAGE: &str =
@@ -49,6 +51,12 @@ pub enum ApiError {
     UpstreamUnreachable,
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// The connect flow failed (SPEC §6).
+    #[error(transparent)]
+    Connect(#[from] crate::oauth::connect::ConnectError),
+    /// Proxy step 6: the connected account cannot give an access token.
+    #[error(transparent)]
+    AccountToken(#[from] crate::credentials::TokenError),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A stored secret failed to open: the key is wrong or the row was tampered with.
@@ -81,6 +89,21 @@ impl ApiError {
             Self::CredentialBroken => StatusCode::INTERNAL_SERVER_ERROR,
             Self::EgressDenied | Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Connect(error) => match error {
+                ConnectError::UnknownProvider
+                | ConnectError::InvalidState
+                | ConnectError::NoEmail => StatusCode::BAD_REQUEST,
+                ConnectError::NotConfigured(_) => StatusCode::CONFLICT,
+                ConnectError::Provider(_) => StatusCode::BAD_GATEWAY,
+                ConnectError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+                ConnectError::Store(_) | ConnectError::Crypto => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Self::AccountToken(error) => match error {
+                TokenError::Unavailable { .. } | TokenError::Transient { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                TokenError::NotFound | TokenError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             Self::Store(error) => match error {
                 StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
                 StoreError::Conflict { .. } => StatusCode::CONFLICT,
@@ -113,6 +136,33 @@ impl ApiError {
                 | AccessError::RevokedToken,
             ) => "unauthorized".to_owned(),
             Self::EgressDenied => "upstream request failed".to_owned(),
+            Self::Connect(ConnectError::Store(_) | ConnectError::Crypto) => {
+                "internal error".to_owned()
+            }
+            Self::Connect(ConnectError::Provider(_)) => {
+                "the provider refused the request".to_owned()
+            }
+            Self::AccountToken(TokenError::Unavailable { account, message }) => {
+                let detail = if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                };
+                format!(
+                    "connected account {} is {}{detail}",
+                    account.email,
+                    account.status.as_str()
+                )
+            }
+            Self::AccountToken(TokenError::Transient { account, .. }) => {
+                format!(
+                    "could not refresh the access token of {}; retry later",
+                    account.email
+                )
+            }
+            Self::AccountToken(TokenError::NotFound | TokenError::Internal(_)) => {
+                "internal error".to_owned()
+            }
             other => other.to_string(),
         }
     }
@@ -145,7 +195,41 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::ManagedTarget => "managed_target",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Connect(error) => error.code(),
+            Self::AccountToken(TokenError::Unavailable { .. }) => "account_unavailable",
+            Self::AccountToken(TokenError::Transient { .. }) => "token_refresh_failed",
+            Self::AccountToken(_) => "credential_error",
             Self::Store(_) => "store_error",
+        }
+    }
+
+    /// The extra JSON of a connected-account 503 (SPEC §7): the account and what to do.
+    pub fn account_details(&self) -> Option<serde_json::Value> {
+        let account = match self {
+            Self::AccountToken(
+                TokenError::Unavailable { account, .. } | TokenError::Transient { account, .. },
+            ) => account,
+            _ => return None,
+        };
+        let action = match account.status {
+            crate::domain::accounts::AccountStatus::Connected => {
+                "retry later; if this persists, ask an admin to check the account"
+            }
+            _ => "ask an admin to reconnect this account",
+        };
+        Some(serde_json::json!({
+            "account": {"provider": account.provider, "email": account.email, "status": account.status.as_str()},
+            "action": action,
+        }))
+    }
+
+    /// Seconds for `Retry-After`, for errors that pass.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::AccountToken(TokenError::Transient { retry_after, .. }) => {
+                Some(retry_after.as_secs().max(1))
+            }
+            _ => None,
         }
     }
 

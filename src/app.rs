@@ -16,11 +16,14 @@ use crate::admin::{self, AdminState};
 use crate::audit;
 use crate::change_feed::ChangeFeed;
 use crate::config::{Config, ConfigError};
+use crate::credentials::AccessTokens;
 use crate::crypto::{self, CryptoError, KeyOrigin, SecretBox};
 use crate::domain::tokens::AdminToken;
 use crate::egress::EgressPolicy;
 use crate::manage::Management;
 use crate::metrics::Metrics;
+use crate::oauth::client::OAuthClient;
+use crate::oauth::connect::ConnectFlow;
 use crate::oauth::providers::Providers;
 use crate::proxy::GatewayProxy;
 use crate::proxy::{self, ProxyHandle};
@@ -44,6 +47,8 @@ pub enum StartupError {
     },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("http client: {0}")]
+    Http(String),
 }
 
 /// Open the database named by the config and bring its schema up to date.
@@ -123,6 +128,31 @@ impl App {
             EgressPolicy::new(config.upstream.allow_private),
             changes.clone(),
         );
+        let providers = Arc::new(Providers::new(
+            &config.providers,
+            &config.env.oauth_clients,
+        )?);
+        let oauth = OAuthClient::new().map_err(|e| StartupError::Http(e.to_string()))?;
+        let access_tokens = AccessTokens::new(
+            store.clone(),
+            secret_box.clone(),
+            providers.clone(),
+            oauth.clone(),
+            metrics.clone(),
+        );
+        let accounts = ConnectFlow {
+            store: store.clone(),
+            secrets: secret_box.clone(),
+            providers: providers.clone(),
+            oauth,
+            access_tokens: access_tokens.clone(),
+            changes: changes.clone(),
+            redirect_uri: config
+                .admin
+                .public_url
+                .join("oauth/callback")
+                .map_err(|_| ConfigError::new("admin.public_url", "cannot be a base URL"))?,
+        };
         let admin_state = AdminState {
             management,
             configured_admin_token: config
@@ -132,10 +162,9 @@ impl App {
                 .and_then(AdminToken::parse)
                 .map(|t| t.hash()),
             max_body_bytes: config.admin.max_body_bytes,
-            providers: Arc::new(Providers::new(
-                &config.providers,
-                &config.env.oauth_clients,
-            )?),
+            providers,
+            accounts,
+            public_url: config.admin.public_url.clone(),
         };
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
@@ -178,7 +207,13 @@ impl App {
             egress: EgressPolicy::new(config.upstream.allow_private),
             upstream: config.upstream.clone(),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            access_tokens: access_tokens.clone(),
         };
+        let refresher = crate::credentials::access_tokens::spawn_refresher(
+            access_tokens,
+            crate::credentials::access_tokens::BACKGROUND_INTERVAL,
+            background_stop.subscribe(),
+        );
         let proxy = proxy::start(proxy_listener, gateway).map_err(|source| StartupError::Bind {
             setting: "proxy.listen",
             addr: config.proxy.listen,
@@ -203,7 +238,7 @@ impl App {
             shutdown,
             background_stop,
             servers: vec![admin_task, metrics_task],
-            background: vec![audit_task, reload_task],
+            background: vec![audit_task, reload_task, refresher],
             grace: config.proxy.shutdown_grace,
         })
     }

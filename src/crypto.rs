@@ -173,13 +173,17 @@ impl SecretBox {
         let Ok(expected) = hex::decode(signature) else {
             return false;
         };
-        std::iter::once(&self.current).chain(&self.older).any(|key| {
-            let Ok(mut verifier) = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&key.mac_key) else {
-                return false;
-            };
-            verifier.update(data);
-            verifier.verify_slice(&expected).is_ok()
-        })
+        std::iter::once(&self.current)
+            .chain(&self.older)
+            .any(|key| {
+                let Ok(mut verifier) =
+                    <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&key.mac_key)
+                else {
+                    return false;
+                };
+                verifier.update(data);
+                verifier.verify_slice(&expected).is_ok()
+            })
     }
 }
 

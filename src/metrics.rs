@@ -77,11 +77,17 @@ impl Metrics {
             "Audit events dropped because the writer's queue was full",
         )?;
         let token_cache = IntCounterVec::new(
-            Opts::new("gatehouse_token_cache_total", "Access-token cache lookups of connected accounts"),
+            Opts::new(
+                "gatehouse_token_cache_total",
+                "Access-token cache lookups of connected accounts",
+            ),
             &["result"],
         )?;
         let token_refresh = IntCounterVec::new(
-            Opts::new("gatehouse_token_refresh_total", "Access-token refreshes at the provider by outcome"),
+            Opts::new(
+                "gatehouse_token_refresh_total",
+                "Access-token refreshes at the provider by outcome",
+            ),
             &["provider", "outcome"],
         )?;
         let token_refresh_waiters = IntCounter::new(
@@ -89,7 +95,10 @@ impl Metrics {
             "Requests that joined an in-flight refresh",
         )?;
         let connected_accounts = IntGaugeVec::new(
-            Opts::new("gatehouse_connected_accounts", "Connected accounts by provider and status"),
+            Opts::new(
+                "gatehouse_connected_accounts",
+                "Connected accounts by provider and status",
+            ),
             &["provider", "status"],
         )?;
         registry.register(Box::new(token_cache.clone()))?;

@@ -31,6 +31,8 @@ pub enum Injection {
     Headers(Vec<(String, String)>),
     /// An already-encoded `name=value` pair for the query string.
     Query(String),
+    /// The access token of a connected account, fetched per request from `AccessTokens`.
+    Account(AccountRef),
     /// A credential type this build cannot inject yet; requests get 503.
     Unavailable(&'static str),
     /// The stored credential could not be opened; requests get 500.
@@ -47,10 +49,20 @@ impl std::fmt::Debug for Injection {
                 headers.iter().map(|(n, _)| n).collect::<Vec<_>>()
             ),
             Self::Query(_) => write!(f, "Query(…)"),
+            Self::Account(account) => write!(f, "Account({})", account.id),
             Self::Unavailable(kind) => write!(f, "Unavailable({kind})"),
             Self::Broken => write!(f, "Broken"),
         }
     }
+}
+
+/// The connected account behind a managed target, as of the last snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRef {
+    pub id: Uuid,
+    pub provider: String,
+    pub email: String,
+    pub status: crate::domain::accounts::AccountStatus,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +119,21 @@ impl SnapshotSource {
         let targets = self.store.list_targets().await?;
         let credentials = self.store.default_credentials().await?;
         let permissions = self.store.all_permissions().await?;
+        let accounts: HashMap<Uuid, AccountRef> = self
+            .store
+            .list_connected_accounts()
+            .await?
+            .into_iter()
+            .map(|a| {
+                let account = AccountRef {
+                    id: a.id,
+                    provider: a.provider_type,
+                    email: a.email,
+                    status: a.status,
+                };
+                (a.id, account)
+            })
+            .collect();
 
         let mut by_target: HashMap<Uuid, (Injection, Vec<String>)> = HashMap::new();
         for sealed in credentials {
@@ -144,8 +171,12 @@ impl SnapshotSource {
             targets: targets
                 .into_iter()
                 .map(|target| {
-                    let (injection, secrets) = if target.is_managed() {
-                        (Injection::Unavailable("connected account"), Vec::new())
+                    let (injection, secrets) = if let Some(account_id) = target.connected_account_id
+                    {
+                        match accounts.get(&account_id) {
+                            Some(account) => (Injection::Account(account.clone()), Vec::new()),
+                            None => (Injection::Broken, Vec::new()),
+                        }
                     } else {
                         by_target
                             .remove(&target.id)

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 
 use super::AdminState;
 use crate::api_error::ApiError;
@@ -23,8 +23,14 @@ impl FromRequestParts<Arc<AdminState>> for Admin {
         parts: &mut Parts,
         state: &Arc<AdminState>,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
+        Self::from_headers(state, &parts.headers).await
+    }
+}
+
+impl Admin {
+    /// Check the `Authorization` header of a request.
+    pub async fn from_headers(state: &AdminState, headers: &HeaderMap) -> Result<Self, ApiError> {
+        let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))

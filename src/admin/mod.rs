@@ -1,10 +1,12 @@
 //! The admin listener (axum): management API, health and readiness; and the metrics listener.
 //! The only module that imports `axum`.
 
+mod accounts;
 mod audit_logs;
 mod auth;
 mod health;
 mod json;
+mod oauth;
 mod providers;
 mod targets;
 mod tokens;
@@ -29,6 +31,10 @@ pub struct AdminState {
     /// Largest accepted request body (`admin.max_body_bytes`).
     pub max_body_bytes: usize,
     pub providers: Arc<crate::oauth::providers::Providers>,
+    /// Connected accounts and the connect flow.
+    pub accounts: crate::oauth::connect::ConnectFlow,
+    /// `admin.public_url`: the browser-facing base of this listener.
+    pub public_url: url::Url,
 }
 
 /// The body of every error response.
@@ -82,6 +88,10 @@ fn api() -> (Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::put_permission, tokens::delete_permission))
         .routes(routes!(audit_logs::list_audit_logs))
         .routes(routes!(providers::list_providers))
+        .routes(routes!(accounts::list_accounts))
+        .routes(routes!(accounts::get_account, accounts::delete_account))
+        .routes(routes!(accounts::grant_access, accounts::revoke_access))
+        .routes(routes!(accounts::create_connect_link))
         .split_for_parts()
 }
 
@@ -95,6 +105,8 @@ pub fn router(state: AdminState) -> Router {
     let document = Arc::new(document);
     api.route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/oauth/authorize", get(oauth::authorize))
+        .route("/oauth/callback", get(oauth::callback))
         .route(
             "/api/openapi.json",
             get(move || {

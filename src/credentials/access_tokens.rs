@@ -35,6 +35,8 @@ pub const BACKGROUND_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// Accounts not refreshed for this long are refreshed anyway (Microsoft refresh tokens die
 /// after 90 days unused).
 pub const MAX_REFRESH_AGE: Duration = Duration::from_secs(24 * 3600);
+/// How often the background refresher looks for accounts due.
+pub const BACKGROUND_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a claimed lease lasts; a crashed holder's lease expires after this.
 const LEASE: Duration = Duration::from_secs(30);
 /// How long a request waits for another replica's refresh before giving up (503).
@@ -54,10 +56,16 @@ pub struct AccountInfo {
 pub enum TokenError {
     /// The account is `disconnected` or `error`: a human must act; no provider call is made.
     #[error("account {} is {}: {message}", account.email, account.status.as_str())]
-    Unavailable { account: AccountInfo, message: String },
+    Unavailable {
+        account: AccountInfo,
+        message: String,
+    },
     /// The refresh failed for a reason that may pass; try again after `retry_after`.
     #[error("refreshing the access token of {} failed; retry later", account.email)]
-    Transient { account: AccountInfo, retry_after: Duration },
+    Transient {
+        account: AccountInfo,
+        retry_after: Duration,
+    },
     #[error("connected account not found")]
     NotFound,
     #[error("access token store failed: {0}")]
@@ -158,15 +166,25 @@ impl AccessTokens {
             return Ok(cached.access_token.clone());
         }
         self.metrics.token_cache.with_label_values(&["miss"]).inc();
-        self.join_flight(account_id, REQUEST_MIN_VALIDITY).await.map(|t| t.access_token)
+        self.join_flight(account_id, REQUEST_MIN_VALIDITY)
+            .await
+            .map(|t| t.access_token)
     }
 
     /// Refresh ahead of time when the token expires within `min_validity` (background task).
-    pub async fn ensure_fresh(self: &Arc<Self>, account_id: Uuid, min_validity: Duration) -> Result<(), TokenError> {
+    pub async fn ensure_fresh(
+        self: &Arc<Self>,
+        account_id: Uuid,
+        min_validity: Duration,
+    ) -> Result<(), TokenError> {
         self.join_flight(account_id, min_validity).await.map(|_| ())
     }
 
-    async fn join_flight(self: &Arc<Self>, account_id: Uuid, min_validity: Duration) -> Result<CachedToken, TokenError> {
+    async fn join_flight(
+        self: &Arc<Self>,
+        account_id: Uuid,
+        min_validity: Duration,
+    ) -> Result<CachedToken, TokenError> {
         let flight = match self.flights.entry(account_id) {
             dashmap::Entry::Occupied(existing) => {
                 self.metrics.token_refresh_waiters.inc();
@@ -188,7 +206,11 @@ impl AccessTokens {
         flight.await
     }
 
-    async fn refresh_flow(&self, account_id: Uuid, min_validity: Duration) -> Result<CachedToken, TokenError> {
+    async fn refresh_flow(
+        &self,
+        account_id: Uuid,
+        min_validity: Duration,
+    ) -> Result<CachedToken, TokenError> {
         let waited_since = Instant::now();
         loop {
             let row = match self.store.account_tokens(account_id).await {
@@ -199,11 +221,13 @@ impl AccessTokens {
             let account = account_info(&row);
             if row.account.status != AccountStatus::Connected {
                 let message = row.account.status_message.clone().unwrap_or_default();
-                self.unavailable.insert(account_id, (account.clone(), message.clone()));
+                self.unavailable
+                    .insert(account_id, (account.clone(), message.clone()));
                 return Err(TokenError::Unavailable { account, message });
             }
             // Fresh enough already (another replica may just have refreshed it)?
-            if let (Some(expires_at), Some(sealed)) = (row.account.token_expires_at, &row.sealed_access_token)
+            if let (Some(expires_at), Some(sealed)) =
+                (row.account.token_expires_at, &row.sealed_access_token)
                 && expires_at > Utc::now() + min_validity
             {
                 return self.cache_opened(account_id, sealed, expires_at);
@@ -214,7 +238,9 @@ impl AccessTokens {
                 let _ = failures;
                 return Err(TokenError::Transient {
                     account,
-                    retry_after: not_before.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)),
+                    retry_after: not_before
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_secs(1)),
                 });
             }
             let version = row.account.token_version;
@@ -258,7 +284,9 @@ impl AccessTokens {
                 let expires_at = Utc::now()
                     + chrono::Duration::from_std(set.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME))
                         .unwrap_or_else(|_| chrono::Duration::hours(1));
-                let sealed_access = self.secrets.seal_str(&set.access_token, access_token_slot(account_id));
+                let sealed_access = self
+                    .secrets
+                    .seal_str(&set.access_token, access_token_slot(account_id));
                 let sealed_refresh = set
                     .refresh_token
                     .as_deref()
@@ -299,8 +327,14 @@ impl AccessTokens {
                     .with_label_values(&[provider_label.as_str(), "invalid_grant"])
                     .inc();
                 let text = format!("{code}: {message}");
-                self.fail(account_id, version, Some((AccountStatus::Disconnected, text.clone())), &text, account)
-                    .await
+                self.fail(
+                    account_id,
+                    version,
+                    Some((AccountStatus::Disconnected, text.clone())),
+                    &text,
+                    account,
+                )
+                .await
             }
             Err(OAuthError::Misconfigured { code, message }) => {
                 self.metrics
@@ -308,8 +342,14 @@ impl AccessTokens {
                     .with_label_values(&[provider_label.as_str(), "invalid_grant"])
                     .inc();
                 let text = format!("{code}: {message}");
-                self.fail(account_id, version, Some((AccountStatus::Error, text.clone())), &text, account)
-                    .await
+                self.fail(
+                    account_id,
+                    version,
+                    Some((AccountStatus::Error, text.clone())),
+                    &text,
+                    account,
+                )
+                .await
             }
             Err(error) => {
                 self.metrics
@@ -322,7 +362,11 @@ impl AccessTokens {
         }
     }
 
-    async fn call_provider(&self, account_id: Uuid, row: &AccountTokens) -> Result<crate::oauth::client::TokenSet, OAuthError> {
+    async fn call_provider(
+        &self,
+        account_id: Uuid,
+        row: &AccountTokens,
+    ) -> Result<crate::oauth::client::TokenSet, OAuthError> {
         let provider = self
             .providers
             .get(&row.account.provider_type)
@@ -330,15 +374,20 @@ impl AccessTokens {
                 code: "unknown_provider".to_owned(),
                 message: row.account.provider_type.clone(),
             })?;
-        let credentials = provider.client.as_ref().ok_or_else(|| OAuthError::Misconfigured {
-            code: "not_configured".to_owned(),
-            message: format!("set {}", provider.env_vars().join(" and ")),
-        })?;
+        let credentials = provider
+            .client
+            .as_ref()
+            .ok_or_else(|| OAuthError::Misconfigured {
+                code: "not_configured".to_owned(),
+                message: format!("set {}", provider.env_vars().join(" and ")),
+            })?;
         let refresh_token = match &row.sealed_refresh_token {
             Some(sealed) => self
                 .secrets
                 .open_string(sealed, refresh_token_slot(account_id))
-                .map_err(|_| OAuthError::Transient("stored refresh token cannot be opened".to_owned()))?,
+                .map_err(|_| {
+                    OAuthError::Transient("stored refresh token cannot be opened".to_owned())
+                })?,
             None => {
                 return Err(OAuthError::DeadGrant {
                     code: "no_refresh_token".to_owned(),
@@ -381,20 +430,30 @@ impl AccessTokens {
                 account.status = status;
                 tracing::warn!(%account_id, status = status.as_str(), "connected account needs an admin");
                 self.cache.remove(&account_id);
-                self.unavailable.insert(account_id, (account.clone(), message.clone()));
+                self.unavailable
+                    .insert(account_id, (account.clone(), message.clone()));
                 Err(TokenError::Unavailable { account, message })
             }
             None => {
                 let failures = self.backoff.get(&account_id).map_or(0, |e| e.value().0) + 1;
                 let retry_after = backoff_for(failures);
-                self.backoff.insert(account_id, (failures, Instant::now() + retry_after));
+                self.backoff
+                    .insert(account_id, (failures, Instant::now() + retry_after));
                 tracing::warn!(%account_id, failures, "access token refresh failed; will retry");
-                Err(TokenError::Transient { account, retry_after })
+                Err(TokenError::Transient {
+                    account,
+                    retry_after,
+                })
             }
         }
     }
 
-    fn cache_opened(&self, account_id: Uuid, sealed: &[u8], expires_at: Timestamp) -> Result<CachedToken, TokenError> {
+    fn cache_opened(
+        &self,
+        account_id: Uuid,
+        sealed: &[u8],
+        expires_at: Timestamp,
+    ) -> Result<CachedToken, TokenError> {
         let access_token = self
             .secrets
             .open_string(sealed, access_token_slot(account_id))
@@ -414,7 +473,8 @@ impl AccessTokens {
             .store
             .accounts_due_for_refresh(
                 now + BACKGROUND_WINDOW,
-                now - chrono::Duration::from_std(MAX_REFRESH_AGE).unwrap_or_else(|_| chrono::Duration::days(1)),
+                now - chrono::Duration::from_std(MAX_REFRESH_AGE)
+                    .unwrap_or_else(|_| chrono::Duration::days(1)),
             )
             .await;
         match due {
@@ -423,7 +483,14 @@ impl AccessTokens {
                     // A stale-but-valid token needs forcing: ask for more validity than it has.
                     let stale_force = Duration::from_secs(365 * 24 * 3600);
                     let window = match self.store.account_tokens(id).await {
-                        Ok(row) if row.account.token_expires_at.is_some_and(|e| e > now + BACKGROUND_WINDOW) => stale_force,
+                        Ok(row)
+                            if row
+                                .account
+                                .token_expires_at
+                                .is_some_and(|e| e > now + BACKGROUND_WINDOW) =>
+                        {
+                            stale_force
+                        }
                         _ => BACKGROUND_WINDOW,
                     };
                     if let Err(error) = self.ensure_fresh(id, window).await {

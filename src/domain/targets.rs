@@ -55,8 +55,14 @@ impl TargetSlug {
     /// A managed target's slug: `{slugified-email}-{capability}-{first 6 hex of the account id}`
     /// (SPEC §6), the email part shortened so the whole fits the limit.
     pub fn managed(email: &str, capability: Capability, account_id: Uuid) -> Self {
-        let suffix = format!("-{}-{}", capability.as_str(), &account_id.simple().to_string()[..6]);
-        let email_part = Self::from_name(email).map(|s| s.0).unwrap_or_else(|_| "account".to_owned());
+        let suffix = format!(
+            "-{}-{}",
+            capability.as_str(),
+            &account_id.simple().to_string()[..6]
+        );
+        let email_part = Self::from_name(email)
+            .map(|s| s.0)
+            .unwrap_or_else(|_| "account".to_owned());
         let room = Self::MAX_LEN - suffix.len();
         let email_part = email_part[..email_part.len().min(room)].trim_end_matches('-');
         Self(format!("{email_part}{suffix}"))
@@ -203,7 +209,11 @@ mod tests {
         let slug = TargetSlug::managed("Ada.Lovelace@Example.com", Capability::Mail, id);
         assert_eq!(slug.as_str(), "ada-lovelace-example-com-mail-abcdef");
         assert!(TargetSlug::parse(slug.as_str()).is_ok());
-        let long = TargetSlug::managed(&format!("{}@example.com", "x".repeat(80)), Capability::Calendar, id);
+        let long = TargetSlug::managed(
+            &format!("{}@example.com", "x".repeat(80)),
+            Capability::Calendar,
+            id,
+        );
         assert!(long.as_str().len() <= TargetSlug::MAX_LEN);
         assert!(long.as_str().ends_with("-calendar-abcdef"));
         assert!(TargetSlug::parse(long.as_str()).is_ok());

@@ -97,7 +97,10 @@ fn verifier_slot(state_id: Uuid) -> SecretSlot {
 
 impl ConnectFlow {
     pub fn provider(&self, kind: &str) -> Result<&Provider, ConnectError> {
-        let provider = self.providers.get(kind).ok_or(ConnectError::UnknownProvider)?;
+        let provider = self
+            .providers
+            .get(kind)
+            .ok_or(ConnectError::UnknownProvider)?;
         if !provider.is_configured() {
             return Err(ConnectError::NotConfigured(provider.env_vars()[0]));
         }
@@ -119,7 +122,9 @@ impl ConnectFlow {
                 id,
                 state_hash: sha256_hex(&request.state),
                 provider_type: provider.kind.to_owned(),
-                sealed_verifier: self.secrets.seal_str(&request.pkce_verifier, verifier_slot(id)),
+                sealed_verifier: self
+                    .secrets
+                    .seal_str(&request.pkce_verifier, verifier_slot(id)),
                 browser_binding: sha256_hex(&nonce),
                 expires_at: chrono::Utc::now() + FLOW_LIFETIME,
             })
@@ -132,7 +137,12 @@ impl ConnectFlow {
     }
 
     /// Verify the state (single use) and the browser's cookie, then exchange and store.
-    pub async fn finish(&self, state: &str, code: &str, cookie: Option<&str>) -> Result<ConnectedAccount, ConnectError> {
+    pub async fn finish(
+        &self,
+        state: &str,
+        code: &str,
+        cookie: Option<&str>,
+    ) -> Result<ConnectedAccount, ConnectError> {
         let flow = self.take_state(state, cookie).await?;
         let provider = self.provider(&flow.provider_type)?;
         let verifier = self
@@ -153,12 +163,20 @@ impl ConnectFlow {
             .expires_in
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .map(|d| chrono::Utc::now() + d);
-        let scopes = tokens.scopes.clone().unwrap_or_else(|| provider.scopes.join(" "));
-        let existing = self.store.connected_account_by_email(provider.kind, &profile.email).await?;
+        let scopes = tokens
+            .scopes
+            .clone()
+            .unwrap_or_else(|| provider.scopes.join(" "));
+        let existing = self
+            .store
+            .connected_account_by_email(provider.kind, &profile.email)
+            .await?;
         let account = match existing {
             Some(account) => {
                 let fresh = FreshTokens {
-                    sealed_access_token: self.secrets.seal_str(&tokens.access_token, access_token_slot(account.id)),
+                    sealed_access_token: self
+                        .secrets
+                        .seal_str(&tokens.access_token, access_token_slot(account.id)),
                     sealed_refresh_token: tokens
                         .refresh_token
                         .as_deref()
@@ -181,7 +199,9 @@ impl ConnectFlow {
                     provider_type: provider.kind.to_owned(),
                     email: profile.email.clone(),
                     display_name: profile.display_name.clone(),
-                    sealed_access_token: self.secrets.seal_str(&tokens.access_token, access_token_slot(id)),
+                    sealed_access_token: self
+                        .secrets
+                        .seal_str(&tokens.access_token, access_token_slot(id)),
                     sealed_refresh_token: tokens
                         .refresh_token
                         .as_deref()
@@ -189,7 +209,10 @@ impl ConnectFlow {
                     token_expires_at: expires_at,
                     scopes,
                 };
-                self.store.insert_account_with_targets(new, targets).await?.0
+                self.store
+                    .insert_account_with_targets(new, targets)
+                    .await?
+                    .0
             }
         };
         self.access_tokens.forget(account.id);
@@ -197,7 +220,11 @@ impl ConnectFlow {
         Ok(account)
     }
 
-    async fn take_state(&self, state: &str, cookie: Option<&str>) -> Result<OAuthState, ConnectError> {
+    async fn take_state(
+        &self,
+        state: &str,
+        cookie: Option<&str>,
+    ) -> Result<OAuthState, ConnectError> {
         if state.is_empty() {
             return Err(ConnectError::InvalidState);
         }
@@ -210,14 +237,21 @@ impl ConnectFlow {
         let (nonce, signature) = cookie
             .and_then(|c| c.split_once('.'))
             .ok_or(ConnectError::InvalidState)?;
-        if !self.secrets.verify(nonce.as_bytes(), signature) || sha256_hex(nonce) != flow.browser_binding {
+        if !self.secrets.verify(nonce.as_bytes(), signature)
+            || sha256_hex(nonce) != flow.browser_binding
+        {
             return Err(ConnectError::InvalidState);
         }
         Ok(flow)
     }
 }
 
-fn managed_target(provider: &Provider, email: &str, capability: Capability, account_id: Uuid) -> NewTarget {
+fn managed_target(
+    provider: &Provider,
+    email: &str,
+    capability: Capability,
+    account_id: Uuid,
+) -> NewTarget {
     let label = match capability {
         Capability::Mail => "Mail",
         Capability::Calendar => "Calendar",
@@ -229,5 +263,140 @@ fn managed_target(provider: &Provider, email: &str, capability: Capability, acco
         enabled: true,
         connected_account_id: Some(account_id),
         capability: Some(capability),
+    }
+}
+
+/// A connect link's secret part: 256 random bits, base64url.
+fn new_link_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A connected account with the targets it manages.
+#[derive(Debug, Clone)]
+pub struct AccountView {
+    pub account: ConnectedAccount,
+    pub provider_name: String,
+    pub targets: Vec<crate::domain::targets::Target>,
+}
+
+impl ConnectFlow {
+    /// A one-time link (10 minutes) that starts the flow for `kind` in any browser.
+    pub async fn create_connect_link(
+        &self,
+        kind: &str,
+        public_url: &Url,
+    ) -> Result<(Url, crate::domain::Timestamp), ConnectError> {
+        let provider = self.provider(kind)?;
+        let token = new_link_token();
+        let expires_at = chrono::Utc::now() + FLOW_LIFETIME;
+        self.store
+            .insert_connect_link(&sha256_hex(&token), provider.kind, expires_at)
+            .await?;
+        let mut url = public_url
+            .join("oauth/authorize")
+            .map_err(|_| ConnectError::UnknownProvider)?;
+        url.query_pairs_mut().append_pair("link", &token);
+        Ok((url, expires_at))
+    }
+
+    /// Use a connect link (once) and return its provider.
+    pub async fn redeem_connect_link(&self, token: &str) -> Result<String, ConnectError> {
+        self.store
+            .use_connect_link(&sha256_hex(token))
+            .await?
+            .ok_or(ConnectError::InvalidState)
+    }
+
+    /// Consume the state of a flow the provider ended with an error; nothing is stored.
+    pub async fn abandon(&self, state: &str) -> Result<(), ConnectError> {
+        self.store.take_oauth_state(&sha256_hex(state)).await?;
+        Ok(())
+    }
+
+    pub async fn accounts(&self) -> Result<Vec<AccountView>, StoreError> {
+        let mut views = Vec::new();
+        for account in self.store.list_connected_accounts().await? {
+            views.push(self.view(account).await?);
+        }
+        Ok(views)
+    }
+
+    pub async fn account(&self, id: Uuid) -> Result<AccountView, StoreError> {
+        let account = self.store.connected_account(id).await?;
+        self.view(account).await
+    }
+
+    async fn view(&self, account: ConnectedAccount) -> Result<AccountView, StoreError> {
+        let targets = self.store.targets_of_account(account.id).await?;
+        let provider_name = self
+            .providers
+            .get(&account.provider_type)
+            .map_or_else(|| account.provider_type.clone(), |p| p.name.to_owned());
+        Ok(AccountView {
+            account,
+            provider_name,
+            targets,
+        })
+    }
+
+    /// Delete the account (its managed targets and their permissions cascade) after a
+    /// best-effort revocation of the grant at the provider.
+    pub async fn disconnect(&self, id: Uuid) -> Result<(), StoreError> {
+        let tokens = self.store.account_tokens(id).await?;
+        if let (Some(provider), Some(sealed)) = (
+            self.providers.get(&tokens.account.provider_type),
+            &tokens.sealed_refresh_token,
+        ) && let Ok(refresh_token) = self.secrets.open_string(sealed, refresh_token_slot(id))
+        {
+            self.oauth.revoke(provider, &refresh_token).await;
+        }
+        let targets = self.store.targets_of_account(id).await?;
+        self.store.delete_connected_account(id).await?;
+        self.access_tokens.forget(id);
+        self.changes.publish(ChangeEvent::Account(id));
+        for target in targets {
+            self.changes.publish(ChangeEvent::Target(target.id));
+        }
+        Ok(())
+    }
+
+    /// Grant `token_id` every managed target of the account (idempotent).
+    pub async fn grant_access(
+        &self,
+        id: Uuid,
+        token_id: Uuid,
+        read_only: bool,
+    ) -> Result<usize, StoreError> {
+        self.store.connected_account(id).await?;
+        self.store.agent_token(token_id).await?;
+        let targets: Vec<Uuid> = self
+            .store
+            .targets_of_account(id)
+            .await?
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        self.store
+            .upsert_permissions(token_id, &targets, read_only)
+            .await?;
+        self.changes.publish(ChangeEvent::Permissions { token_id });
+        Ok(targets.len())
+    }
+
+    /// Remove `token_id`'s permissions on the account's managed targets.
+    pub async fn revoke_access(&self, id: Uuid, token_id: Uuid) -> Result<u64, StoreError> {
+        self.store.connected_account(id).await?;
+        let targets: Vec<Uuid> = self
+            .store
+            .targets_of_account(id)
+            .await?
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        let removed = self.store.delete_permissions(token_id, &targets).await?;
+        self.changes.publish(ChangeEvent::Permissions { token_id });
+        Ok(removed)
     }
 }

@@ -1,5 +1,5 @@
 //! Talking to OAuth providers. Knows no HTTP server types.
 
 pub mod client;
-pub mod providers;
 pub mod connect;
+pub mod providers;

@@ -21,6 +21,8 @@ pub struct RequestCtx {
     pub audit_path: String,
     pub upstream_started: Option<Instant>,
     pub upstream_elapsed: Option<Duration>,
+    /// A connected account's access token to inject (managed targets).
+    pub bearer: Option<Arc<str>>,
     /// The error this request was answered with, if any.
     pub failure: Option<ApiError>,
     _in_flight: InFlightGuard,
@@ -39,6 +41,7 @@ impl RequestCtx {
             upstream_started: None,
             upstream_elapsed: None,
             failure: None,
+            bearer: None,
             _in_flight: InFlightGuard(in_flight.clone()),
         }
     }

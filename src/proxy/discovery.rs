@@ -4,20 +4,29 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::access::TargetEntry;
+use crate::access::{Injection, TargetEntry};
 
 pub fn body(targets: &[Arc<TargetEntry>]) -> Value {
     let list: Vec<Value> = targets
         .iter()
         .map(|entry| {
             let target = &entry.target;
-            json!({
+            let mut item = json!({
                 "slug": target.slug.as_str(),
                 "name": target.name,
                 "type": "api",
                 "proxy": format!("/gateway/{}", target.slug),
                 "base_url": target.base_url.as_str(),
-            })
+            });
+            if let Injection::Account(account) = &entry.injection {
+                item["integration"] = json!({
+                    "provider": account.provider,
+                    "email": account.email,
+                    "capability": target.capability.map(|c| c.as_str()),
+                    "status": account.status.as_str(),
+                });
+            }
+            item
         })
         .collect();
     if list.is_empty() {

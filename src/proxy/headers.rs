@@ -36,6 +36,7 @@ pub fn rewrite_request(
     request: &mut RequestHeader,
     target: &TargetEntry,
     host: &str,
+    bearer: Option<&str>,
 ) -> pingora::Result<()> {
     let mut remove: Vec<String> = connection_listed(&request.headers);
     remove.extend(HOP_BY_HOP.iter().map(|s| (*s).to_owned()));
@@ -59,6 +60,9 @@ pub fn rewrite_request(
         for (name, value) in headers {
             request.insert_header(name.clone(), value.as_str())?;
         }
+    }
+    if let Some(token) = bearer {
+        request.insert_header("authorization", format!("Bearer {token}"))?;
     }
     Ok(())
 }

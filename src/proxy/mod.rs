@@ -49,6 +49,7 @@ pub struct GatewayProxy {
     pub egress: EgressPolicy,
     pub upstream: UpstreamConfig,
     pub in_flight: Arc<AtomicUsize>,
+    pub access_tokens: Arc<crate::credentials::AccessTokens>,
 }
 
 impl GatewayProxy {
@@ -84,6 +85,7 @@ impl GatewayProxy {
         let extra_query = match &grant.target.injection {
             Injection::Nothing | Injection::Headers(_) => None,
             Injection::Query(pair) => Some(pair.as_str()),
+            Injection::Account(_) => None,
             Injection::Unavailable(kind) => return Err(ApiError::CredentialUnavailable(kind)),
             Injection::Broken => return Err(ApiError::CredentialBroken),
         };
@@ -195,10 +197,21 @@ impl ProxyHttp for GatewayProxy {
             }
             Route::Gateway { slug, rest, query } => {
                 ctx.audit_path = target.split('?').next().unwrap_or_default().to_owned();
-                match self.admit(session, ctx, slug, rest, query) {
-                    Ok(()) => Ok(false),
-                    Err(error) => self.refuse(session, ctx, error).await,
+                if let Err(error) = self.admit(session, ctx, slug, rest, query) {
+                    return self.refuse(session, ctx, error).await;
                 }
+                // Step 6 for managed targets: the account's access token (may wait on a refresh).
+                let account = match ctx.grant.as_ref().map(|g| &g.target.injection) {
+                    Some(Injection::Account(account)) => Some(account.id),
+                    _ => None,
+                };
+                if let Some(account_id) = account {
+                    match self.access_tokens.access_token(account_id).await {
+                        Ok(token) => ctx.bearer = Some(token),
+                        Err(error) => return self.refuse(session, ctx, error.into()).await,
+                    }
+                }
+                Ok(false)
             }
             Route::NotFound => {
                 respond::json(session, 404, &serde_json::json!({"error": "not found"})).await?;
@@ -247,6 +260,7 @@ impl ProxyHttp for GatewayProxy {
             upstream_request,
             &grant.target,
             &upstream::host_header(&grant.target.target.base_url),
+            ctx.bearer.as_deref(),
         )?;
         ctx.upstream_started = Some(Instant::now());
         Ok(())
@@ -260,6 +274,9 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         if let Some(grant) = &ctx.grant {
             headers::rewrite_response(upstream_response, &grant.target.secrets);
+        }
+        if let Some(token) = &ctx.bearer {
+            headers::rewrite_response(upstream_response, &[token.to_string()]);
         }
         Ok(())
     }

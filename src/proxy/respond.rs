@@ -8,39 +8,42 @@ use crate::api_error::ApiError;
 
 /// Write `body` as JSON with `status`, ending the response.
 pub async fn json(session: &mut Session, status: u16, body: &serde_json::Value) -> Result<()> {
-    write(session, status, body, false).await
+    send(session, ResponseHeader::build(status, Some(4))?, body).await
 }
 
-/// Write an `ApiError` through the one table: its status, `{"error": …}`, and
-/// `WWW-Authenticate: Bearer` on 401.
+/// Write an `ApiError` through the one table: its status, `{"error": …}` (plus the account and
+/// the action for connected-account problems), `WWW-Authenticate: Bearer` on 401 and
+/// `Retry-After` on errors that pass.
 pub async fn error(session: &mut Session, error: &ApiError) -> Result<()> {
     let status = error.status().as_u16();
     if error.is_server_error() {
         tracing::warn!(error = %error, status, "proxy request failed");
     }
-    write(
-        session,
-        status,
-        &serde_json::json!({"error": error.public_message()}),
-        status == 401,
-    )
-    .await
+    let mut body = serde_json::json!({"error": error.public_message()});
+    if let (Some(serde_json::Value::Object(details)), Some(object)) =
+        (error.account_details(), body.as_object_mut())
+    {
+        object.extend(details);
+    }
+    let mut header = ResponseHeader::build(status, Some(6))?;
+    if status == 401 {
+        header.insert_header("www-authenticate", "Bearer")?;
+    }
+    if let Some(seconds) = error.retry_after() {
+        header.insert_header("retry-after", seconds.to_string())?;
+    }
+    send(session, header, &body).await
 }
 
-async fn write(
+async fn send(
     session: &mut Session,
-    status: u16,
+    mut header: ResponseHeader,
     body: &serde_json::Value,
-    challenge: bool,
 ) -> Result<()> {
     let body = Bytes::from(body.to_string());
-    let mut header = ResponseHeader::build(status, Some(4))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("cache-control", "no-store")?;
-    if challenge {
-        header.insert_header("www-authenticate", "Bearer")?;
-    }
     session
         .write_response_header(Box::new(header), false)
         .await?;

@@ -1,5 +1,6 @@
 //! Test harness: real databases, the real server in-process on loopback ephemeral ports.
 
+pub mod accounts;
 pub mod admin;
 pub mod app;
 pub mod db;
@@ -7,3 +8,5 @@ pub mod oidc;
 
 pub use app::TestApp;
 pub use db::TestDb;
+pub mod agent;
+pub mod upstream;
