@@ -14,7 +14,7 @@ use crate::access::reload;
 use crate::access::{AccessControl, SnapshotSource};
 use crate::admin::{self, AdminState};
 use crate::audit;
-use crate::change_feed::ChangeFeed;
+use crate::change_feed::{self, ChangeFeed};
 use crate::config::{Config, ConfigError};
 use crate::credentials::AccessTokens;
 use crate::crypto::{self, CryptoError, KeyOrigin, SecretBox};
@@ -139,6 +139,7 @@ impl App {
             providers.clone(),
             oauth.clone(),
             metrics.clone(),
+            changes.clone(),
         );
         let accounts = ConnectFlow {
             store: store.clone(),
@@ -198,8 +199,15 @@ impl App {
             access.clone(),
             snapshot_source,
             &changes,
+            access_tokens.clone(),
             background_stop.subscribe(),
         );
+        // A pool of its own for the replication poll, so it never counts against requests.
+        let feed_store = Store::connect(&config.database.url, 1, config.database.connect_timeout)
+            .await
+            .map_err(StartupError::Database)?;
+        let replication =
+            change_feed::replicate(feed_store, changes.clone(), background_stop.subscribe());
         let gateway = GatewayProxy {
             access,
             audit: audit_sink,
@@ -238,7 +246,7 @@ impl App {
             shutdown,
             background_stop,
             servers: vec![admin_task, metrics_task],
-            background: vec![audit_task, reload_task, refresher],
+            background: vec![audit_task, reload_task, refresher, replication],
             grace: config.proxy.shutdown_grace,
         })
     }

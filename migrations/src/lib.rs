@@ -9,6 +9,7 @@ mod m20261125_000002_create_connected_accounts;
 mod m20261125_000003_create_targets;
 mod m20261125_000004_create_audit_logs;
 mod m20261125_000005_create_oauth_states;
+mod m20261125_000006_create_change_counter;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_create_targets::Migration),
             Box::new(m20261125_000004_create_audit_logs::Migration),
             Box::new(m20261125_000005_create_oauth_states::Migration),
+            Box::new(m20261125_000006_create_change_counter::Migration),
         ]
     }
 }

@@ -15,6 +15,7 @@ pub fn spawn(
     access: Arc<AccessControl>,
     source: SnapshotSource,
     changes: &ChangeFeed,
+    access_tokens: Arc<crate::credentials::AccessTokens>,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let mut events = changes.subscribe();
@@ -29,8 +30,14 @@ pub fn spawn(
                     if matches!(event, Err(broadcast::error::RecvError::Closed)) {
                         break;
                     }
+                    let mut remote = matches!(event, Ok(crate::change_feed::ChangeEvent::Remote));
                     // Coalesce a burst: everything already queued is covered by one reload.
-                    while events.try_recv().is_ok() {}
+                    while let Ok(event) = events.try_recv() {
+                        remote |= event == crate::change_feed::ChangeEvent::Remote;
+                    }
+                    if remote {
+                        access_tokens.forget_all();
+                    }
                 }
             }
             match source.load().await {

@@ -19,6 +19,7 @@ use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 use uuid::Uuid;
 
+use crate::change_feed::{ChangeEvent, ChangeFeed};
 use crate::crypto::{SecretBox, SecretSlot};
 use crate::domain::Timestamp;
 use crate::domain::accounts::AccountStatus;
@@ -94,6 +95,8 @@ pub struct AccessTokens {
     unavailable: DashMap<Uuid, (AccountInfo, String)>,
     /// Transient failures: (consecutive failures, no new attempt before).
     backoff: DashMap<Uuid, (u32, Instant)>,
+    /// Status changes are published so snapshots and other replicas follow.
+    changes: ChangeFeed,
 }
 
 pub fn access_token_slot(account_id: Uuid) -> SecretSlot {
@@ -131,8 +134,10 @@ impl AccessTokens {
         providers: Arc<Providers>,
         oauth: OAuthClient,
         metrics: Arc<Metrics>,
+        changes: ChangeFeed,
     ) -> Arc<Self> {
         Arc::new(Self {
+            changes,
             store,
             secrets,
             providers,
@@ -151,6 +156,13 @@ impl AccessTokens {
         self.cache.remove(&account_id);
         self.unavailable.remove(&account_id);
         self.backoff.remove(&account_id);
+    }
+
+    /// Forget every account (another replica changed something; re-read on next use).
+    pub fn forget_all(&self) {
+        self.cache.clear();
+        self.unavailable.clear();
+        self.backoff.clear();
     }
 
     /// An access token valid for at least `REQUEST_MIN_VALIDITY`.
@@ -432,6 +444,7 @@ impl AccessTokens {
                 self.cache.remove(&account_id);
                 self.unavailable
                     .insert(account_id, (account.clone(), message.clone()));
+                self.changes.publish(ChangeEvent::Account(account_id));
                 Err(TokenError::Unavailable { account, message })
             }
             None => {

@@ -8,6 +8,7 @@ mod entities;
 pub mod accounts;
 pub mod admin_tokens;
 pub mod audit;
+pub mod change_counter;
 pub mod oauth;
 pub mod targets;
 pub mod tokens;
