@@ -99,9 +99,10 @@ impl ApiError {
                 ConnectError::Store(_) | ConnectError::Crypto => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Self::AccountToken(error) => match error {
-                TokenError::Unavailable { .. } | TokenError::Transient { .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                TokenError::Unavailable { .. }
+                | TokenError::Transient { .. }
+                | TokenError::CredentialRefused(_)
+                | TokenError::CredentialTransient { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 TokenError::NotFound | TokenError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Self::Store(error) => match error {
@@ -197,7 +198,10 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Connect(error) => error.code(),
             Self::AccountToken(TokenError::Unavailable { .. }) => "account_unavailable",
-            Self::AccountToken(TokenError::Transient { .. }) => "token_refresh_failed",
+            Self::AccountToken(
+                TokenError::Transient { .. } | TokenError::CredentialTransient { .. },
+            ) => "token_refresh_failed",
+            Self::AccountToken(TokenError::CredentialRefused(_)) => "credential_refused",
             Self::AccountToken(_) => "credential_error",
             Self::Store(_) => "store_error",
         }
@@ -226,9 +230,10 @@ impl ApiError {
     /// Seconds for `Retry-After`, for errors that pass.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::AccountToken(TokenError::Transient { retry_after, .. }) => {
-                Some(retry_after.as_secs().max(1))
-            }
+            Self::AccountToken(
+                TokenError::Transient { retry_after, .. }
+                | TokenError::CredentialTransient { retry_after },
+            ) => Some(retry_after.as_secs().max(1)),
             _ => None,
         }
     }

@@ -181,12 +181,12 @@ impl App {
             store: store.clone(),
             secrets: secret_box.clone(),
         };
-        let access = Arc::new(AccessControl::new(
-            snapshot_source
-                .load()
-                .await
-                .map_err(StartupError::Database)?,
-        ));
+        let snapshot = snapshot_source
+            .load()
+            .await
+            .map_err(StartupError::Database)?;
+        snapshot.export_account_gauge(&metrics.connected_accounts);
+        let access = Arc::new(AccessControl::new(snapshot));
         // Background work stops only after the proxy has drained, so late requests still audit.
         let (background_stop, _) = watch::channel(false);
         let (audit_sink, audit_task) = audit::start(
@@ -200,6 +200,7 @@ impl App {
             snapshot_source,
             &changes,
             access_tokens.clone(),
+            metrics.clone(),
             background_stop.subscribe(),
         );
         // A pool of its own for the replication poll, so it never counts against requests.

@@ -16,6 +16,7 @@ pub fn spawn(
     source: SnapshotSource,
     changes: &ChangeFeed,
     access_tokens: Arc<crate::credentials::AccessTokens>,
+    metrics: Arc<crate::metrics::Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let mut events = changes.subscribe();
@@ -41,7 +42,10 @@ pub fn spawn(
                 }
             }
             match source.load().await {
-                Ok(snapshot) => access.replace(snapshot),
+                Ok(snapshot) => {
+                    snapshot.export_account_gauge(&metrics.connected_accounts);
+                    access.replace(snapshot);
+                }
                 Err(error) => {
                     tracing::warn!(%error, "access snapshot reload failed; serving the previous one")
                 }

@@ -33,6 +33,8 @@ pub enum Injection {
     Query(String),
     /// The access token of a connected account, fetched per request from `AccessTokens`.
     Account(AccountRef),
+    /// The access token of an `oauth2_refresh_token` auth method, from `AccessTokens`.
+    RefreshedToken(MethodRef),
     /// A credential type this build cannot inject yet; requests get 503.
     Unavailable(&'static str),
     /// The stored credential could not be opened; requests get 500.
@@ -50,10 +52,18 @@ impl std::fmt::Debug for Injection {
             ),
             Self::Query(_) => write!(f, "Query(…)"),
             Self::Account(account) => write!(f, "Account({})", account.id),
+            Self::RefreshedToken(method) => write!(f, "RefreshedToken({})", method.method_id),
             Self::Unavailable(kind) => write!(f, "Unavailable({kind})"),
             Self::Broken => write!(f, "Broken"),
         }
     }
+}
+
+/// An `oauth2_refresh_token` auth method; its credential is re-read when refreshing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodRef {
+    pub method_id: Uuid,
+    pub target_id: Uuid,
 }
 
 /// The connected account behind a managed target, as of the last snapshot.
@@ -79,6 +89,8 @@ pub struct Snapshot {
     targets: HashMap<String, Arc<TargetEntry>>,
     /// (token id, target id) → read_only.
     permissions: HashMap<(Uuid, Uuid), bool>,
+    /// Connected accounts by (provider, status), for the `gatehouse_connected_accounts` gauge.
+    account_counts: HashMap<(String, &'static str), i64>,
 }
 
 impl Snapshot {
@@ -92,6 +104,16 @@ impl Snapshot {
 
     pub fn permission(&self, token_id: Uuid, target_id: Uuid) -> Option<bool> {
         self.permissions.get(&(token_id, target_id)).copied()
+    }
+
+    /// Publish the number of connected accounts per provider and status.
+    pub fn export_account_gauge(&self, gauge: &prometheus::IntGaugeVec) {
+        gauge.reset();
+        for ((provider, status), count) in &self.account_counts {
+            gauge
+                .with_label_values(&[provider.as_str(), status])
+                .set(*count);
+        }
     }
 
     pub fn targets_of(&self, token_id: Uuid) -> Vec<Arc<TargetEntry>> {
@@ -146,6 +168,13 @@ impl SnapshotSource {
                 .ok()
                 .and_then(|text| Credential::from_stored(sealed.kind, &text).ok());
             let entry = match opened {
+                Some(Credential::OAuth2RefreshToken(_)) => (
+                    Injection::RefreshedToken(MethodRef {
+                        method_id: sealed.method_id,
+                        target_id: sealed.target_id,
+                    }),
+                    Vec::new(),
+                ),
                 Some(credential) => injection_for(&credential),
                 None => {
                     tracing::error!(target_id = %sealed.target_id, "stored credential cannot be opened");
@@ -155,7 +184,14 @@ impl SnapshotSource {
             by_target.insert(sealed.target_id, entry);
         }
 
+        let mut account_counts = HashMap::new();
+        for account in accounts.values() {
+            *account_counts
+                .entry((account.provider.clone(), account.status.as_str()))
+                .or_insert(0) += 1;
+        }
         Ok(Snapshot {
+            account_counts,
             tokens: tokens
                 .into_iter()
                 .map(|t| {
@@ -234,6 +270,7 @@ fn injection_for(credential: &Credential) -> (Injection, Vec<String>) {
                 .finish();
             Injection::Query(pair)
         }
+        // Handled by the caller (the token comes from `AccessTokens`).
         Credential::OAuth2RefreshToken(_) => Injection::Unavailable("oauth2_refresh_token"),
     };
     // Short secrets would match unrelated header values; only scrub distinctive ones.

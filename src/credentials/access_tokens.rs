@@ -19,10 +19,12 @@ use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 use uuid::Uuid;
 
+use crate::access::MethodRef;
 use crate::change_feed::{ChangeEvent, ChangeFeed};
 use crate::crypto::{SecretBox, SecretSlot};
 use crate::domain::Timestamp;
 use crate::domain::accounts::AccountStatus;
+use crate::domain::credential::Credential;
 use crate::metrics::Metrics;
 use crate::oauth::client::{OAuthClient, OAuthError};
 use crate::oauth::providers::Providers;
@@ -69,6 +71,12 @@ pub enum TokenError {
     },
     #[error("connected account not found")]
     NotFound,
+    /// An `oauth2_refresh_token` auth method's grant is dead or its client is rejected.
+    #[error("the target's OAuth credential was refused: {0}")]
+    CredentialRefused(String),
+    /// An `oauth2_refresh_token` auth method could not be refreshed right now.
+    #[error("refreshing the target's OAuth credential failed; retry later")]
+    CredentialTransient { retry_after: Duration },
     #[error("access token store failed: {0}")]
     Internal(String),
 }
@@ -97,6 +105,10 @@ pub struct AccessTokens {
     backoff: DashMap<Uuid, (u32, Instant)>,
     /// Status changes are published so snapshots and other replicas follow.
     changes: ChangeFeed,
+    /// Access tokens of `oauth2_refresh_token` auth methods, by method id.
+    method_cache: DashMap<Uuid, CachedToken>,
+    method_flights: DashMap<Uuid, Flight>,
+    method_backoff: DashMap<Uuid, (u32, Instant)>,
 }
 
 pub fn access_token_slot(account_id: Uuid) -> SecretSlot {
@@ -148,6 +160,9 @@ impl AccessTokens {
             flights: DashMap::new(),
             unavailable: DashMap::new(),
             backoff: DashMap::new(),
+            method_cache: DashMap::new(),
+            method_flights: DashMap::new(),
+            method_backoff: DashMap::new(),
         })
     }
 
@@ -477,6 +492,149 @@ impl AccessTokens {
         };
         self.cache.insert(account_id, token.clone());
         Ok(token)
+    }
+
+    /// The access token of an `oauth2_refresh_token` auth method: cached, refreshed once at a
+    /// time per method in this process; a rotated refresh token is written back (compare and
+    /// swap on the row's `updated_at`) before the access token is used. These rows have no
+    /// lease columns, so two replicas may each refresh once when a token expires.
+    pub async fn method_token(
+        self: &Arc<Self>,
+        method: &MethodRef,
+    ) -> Result<Arc<str>, TokenError> {
+        if let Some(cached) = self.method_cache.get(&method.method_id)
+            && cached.expires_at > Utc::now() + REQUEST_MIN_VALIDITY
+        {
+            self.metrics.token_cache.with_label_values(&["hit"]).inc();
+            return Ok(cached.access_token.clone());
+        }
+        self.metrics.token_cache.with_label_values(&["miss"]).inc();
+        let flight = match self.method_flights.entry(method.method_id) {
+            dashmap::Entry::Occupied(existing) => {
+                self.metrics.token_refresh_waiters.inc();
+                existing.get().clone()
+            }
+            dashmap::Entry::Vacant(slot) => {
+                let this = self.clone();
+                let method = method.clone();
+                let flight = async move {
+                    let result = this.refresh_method(&method).await;
+                    this.method_flights.remove(&method.method_id);
+                    result
+                }
+                .boxed()
+                .shared();
+                slot.insert(flight.clone());
+                flight
+            }
+        };
+        flight.await.map(|t| t.access_token)
+    }
+
+    async fn refresh_method(&self, method: &MethodRef) -> Result<CachedToken, TokenError> {
+        if let Some((_, not_before)) = self
+            .method_backoff
+            .get(&method.method_id)
+            .map(|e| *e.value())
+            && Instant::now() < not_before
+        {
+            return Err(TokenError::CredentialTransient {
+                retry_after: not_before
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_secs(1)),
+            });
+        }
+        let internal = |e: crate::store::StoreError| TokenError::Internal(e.to_string());
+        let (sealed, version) = self
+            .store
+            .sealed_credential(method.method_id)
+            .await
+            .map_err(internal)?;
+        let slot = crate::manage::credential_slot(method.method_id);
+        let text = self
+            .secrets
+            .open_string(&sealed.sealed, slot)
+            .map_err(|e| TokenError::Internal(e.to_string()))?;
+        let Ok(Credential::OAuth2RefreshToken(mut config)) =
+            Credential::from_stored(sealed.kind, &text)
+        else {
+            return Err(TokenError::Internal(
+                "auth method is not an oauth2_refresh_token".to_owned(),
+            ));
+        };
+        let client = crate::config::OAuthClientCredentials {
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+        };
+        let label = "oauth2_refresh_token";
+        match self
+            .oauth
+            .refresh(
+                &client,
+                &config.token_url,
+                &config.refresh_token,
+                config.scope.as_deref(),
+            )
+            .await
+        {
+            Ok(set) => {
+                if let Some(rotated) = set.refresh_token.filter(|rt| *rt != config.refresh_token) {
+                    config.refresh_token = rotated;
+                    let credential = Credential::OAuth2RefreshToken(config);
+                    let sealed_new = self.secrets.seal_str(&credential.to_stored(), slot);
+                    let written = self
+                        .store
+                        .swap_credential(method.method_id, version, sealed_new, credential.hint())
+                        .await
+                        .map_err(internal)?;
+                    if !written {
+                        return Err(TokenError::CredentialTransient {
+                            retry_after: Duration::from_secs(1),
+                        });
+                    }
+                    self.changes.publish(ChangeEvent::Target(method.target_id));
+                }
+                self.metrics
+                    .token_refresh
+                    .with_label_values(&[label, "success"])
+                    .inc();
+                self.method_backoff.remove(&method.method_id);
+                let expires_at = Utc::now()
+                    + chrono::Duration::from_std(set.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME))
+                        .unwrap_or_else(|_| chrono::Duration::hours(1));
+                let token = CachedToken {
+                    access_token: Arc::from(set.access_token.as_str()),
+                    expires_at,
+                };
+                self.method_cache.insert(method.method_id, token.clone());
+                Ok(token)
+            }
+            Err(
+                OAuthError::DeadGrant { code, message }
+                | OAuthError::Misconfigured { code, message },
+            ) => {
+                self.metrics
+                    .token_refresh
+                    .with_label_values(&[label, "invalid_grant"])
+                    .inc();
+                Err(TokenError::CredentialRefused(format!("{code}: {message}")))
+            }
+            Err(_) => {
+                self.metrics
+                    .token_refresh
+                    .with_label_values(&[label, "transient"])
+                    .inc();
+                let failures = self
+                    .method_backoff
+                    .get(&method.method_id)
+                    .map_or(0, |e| e.value().0)
+                    + 1;
+                let retry_after = backoff_for(failures);
+                self.method_backoff
+                    .insert(method.method_id, (failures, Instant::now() + retry_after));
+                Err(TokenError::CredentialTransient { retry_after })
+            }
+        }
     }
 
     /// One pass of the background refresher: accounts expiring soon or not refreshed for a day.

@@ -85,7 +85,7 @@ impl GatewayProxy {
         let extra_query = match &grant.target.injection {
             Injection::Nothing | Injection::Headers(_) => None,
             Injection::Query(pair) => Some(pair.as_str()),
-            Injection::Account(_) => None,
+            Injection::Account(_) | Injection::RefreshedToken(_) => None,
             Injection::Unavailable(kind) => return Err(ApiError::CredentialUnavailable(kind)),
             Injection::Broken => return Err(ApiError::CredentialBroken),
         };
@@ -200,16 +200,21 @@ impl ProxyHttp for GatewayProxy {
                 if let Err(error) = self.admit(session, ctx, slug, rest, query) {
                     return self.refuse(session, ctx, error).await;
                 }
-                // Step 6 for managed targets: the account's access token (may wait on a refresh).
-                let account = match ctx.grant.as_ref().map(|g| &g.target.injection) {
-                    Some(Injection::Account(account)) => Some(account.id),
+                // Step 6 for OAuth credentials: an access token (may wait on a refresh).
+                let target = ctx.grant.as_ref().map(|g| g.target.clone());
+                let token = match target.as_ref().map(|t| &t.injection) {
+                    Some(Injection::Account(account)) => {
+                        Some(self.access_tokens.access_token(account.id).await)
+                    }
+                    Some(Injection::RefreshedToken(method)) => {
+                        Some(self.access_tokens.method_token(method).await)
+                    }
                     _ => None,
                 };
-                if let Some(account_id) = account {
-                    match self.access_tokens.access_token(account_id).await {
-                        Ok(token) => ctx.bearer = Some(token),
-                        Err(error) => return self.refuse(session, ctx, error.into()).await,
-                    }
+                match token {
+                    Some(Ok(token)) => ctx.bearer = Some(token),
+                    Some(Err(error)) => return self.refuse(session, ctx, error.into()).await,
+                    None => {}
                 }
                 Ok(false)
             }

@@ -241,6 +241,42 @@ impl Store {
         Ok(())
     }
 
+    /// One auth method's sealed credential and the `updated_at` that versions it.
+    pub async fn sealed_credential(
+        &self,
+        method_id: Uuid,
+    ) -> Result<(SealedCredential, crate::domain::Timestamp), StoreError> {
+        let model = AuthMethods::find_by_id(method_id)
+            .one(self.conn())
+            .await?
+            .ok_or(StoreError::not_found("auth method"))?;
+        let version = model.updated_at;
+        Ok((sealed_from(model)?, version))
+    }
+
+    /// Replace a credential only if the row is still at `version` (compare and swap), so an
+    /// older refresh token is never written over a newer one. `true` when written.
+    pub async fn swap_credential(
+        &self,
+        method_id: Uuid,
+        version: crate::domain::Timestamp,
+        sealed: Vec<u8>,
+        hint: String,
+    ) -> Result<bool, StoreError> {
+        let result = AuthMethods::update_many()
+            .col_expr(target_auth_methods::Column::Credential, Expr::value(sealed))
+            .col_expr(
+                target_auth_methods::Column::CredentialHint,
+                Expr::value(hint),
+            )
+            .col_expr(target_auth_methods::Column::UpdatedAt, Expr::value(now()))
+            .filter(target_auth_methods::Column::Id.eq(method_id))
+            .filter(target_auth_methods::Column::UpdatedAt.eq(version))
+            .exec(self.conn())
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
     /// The sealed credential of each target's default auth method.
     pub async fn default_credentials(&self) -> Result<Vec<SealedCredential>, StoreError> {
         AuthMethods::find()
