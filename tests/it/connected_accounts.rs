@@ -105,3 +105,130 @@ async fn connect_through_a_link_provisions_two_managed_targets_and_the_proxy_inj
     assert_eq!(entry["integration"]["capability"], "mail");
     assert_eq!(entry["integration"]["status"], "connected");
 }
+
+/// A standard target whose credential is an `oauth2_refresh_token`: the gateway refreshes once,
+/// caches the access token, and stores the rotated refresh token.
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth2_refresh_token_auth_method_is_refreshed_once_and_rotated() {
+    use crate::support::oidc::{
+        BrowserClient, MICROSOFT_SCOPES, OidcOptions, OidcServer, Pkce, query_param,
+    };
+    const REDIRECT: &str = "http://127.0.0.1:9/cb";
+    let oidc = OidcServer::start(OidcOptions {
+        redirect_uris: vec![REDIRECT.to_owned()],
+        ..OidcOptions::default()
+    })
+    .await;
+    let pkce = Pkce::new();
+    let start = oidc.authorization_request(REDIRECT, MICROSOFT_SCOPES, "s1", &pkce);
+    let callback = BrowserClient::new().sign_in(&start, "ada", REDIRECT).await;
+    let code = query_param(&callback, "code").unwrap();
+    let tokens = oidc.exchange_code(&code, &pkce.verifier, REDIRECT).await;
+    let refresh_token = tokens.refresh_token().unwrap().to_owned();
+
+    let app = crate::support::TestApp::spawn().await;
+    let admin = |method: reqwest::Method, path: &str| {
+        app.http
+            .request(method, app.admin_url(path))
+            .bearer_auth(app.admin_token.expose())
+    };
+    let target: serde_json::Value = admin(Method::POST, "/api/targets")
+        .json(&json!({"name": "graph", "base_url": oidc.graph_base()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let target_id = target["id"].as_str().unwrap();
+    let method = admin(
+        Method::POST,
+        &format!("/api/targets/{target_id}/auth-methods"),
+    )
+    .json(
+        &json!({"label": "oauth", "type": "oauth2_refresh_token", "credential": {
+            "client_id": oidc.client_id(), "client_secret": oidc.client_secret(),
+            "refresh_token": refresh_token, "token_url": oidc.token_url()}}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(method.status(), 201);
+    let token: serde_json::Value = admin(Method::POST, "/api/tokens")
+        .json(&json!({"name": "agent"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let put = admin(
+        Method::PUT,
+        &format!(
+            "/api/tokens/{}/permissions/{target_id}",
+            token["id"].as_str().unwrap()
+        ),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(put.status(), 201);
+    let agent = token["token"].as_str().unwrap();
+    let call = || async {
+        let response = app
+            .http
+            .get(app.proxy_url("/gateway/graph/me"))
+            .bearer_auth(agent)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response
+                .json::<serde_json::Value>()
+                .await
+                .unwrap_or_default(),
+        )
+    };
+    let mut first = call().await;
+    for _ in 0..40 {
+        if first.0 != 403 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        first = call().await;
+    }
+    assert_eq!(first.0, 200, "{:?}", first.1);
+    assert_eq!(first.1["mail"], "ada@example.com");
+    let second = call().await;
+    assert_eq!(second.0, 200);
+    assert_eq!(
+        oidc.stats().await.refresh_token,
+        1,
+        "one refresh, then the cached token"
+    );
+
+    // The gateway's refresh consumed the original token (the provider rotated it), and the
+    // auth method now holds a different credential version (its hint is recomputed on write).
+    let methods: serde_json::Value = admin(
+        Method::GET,
+        &format!("/api/targets/{target_id}/auth-methods"),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let method = &methods["auth_methods"][0];
+    assert_ne!(
+        method["updated_at"], method["created_at"],
+        "rotated token written back: {method}"
+    );
+    let reuse = oidc.refresh(&refresh_token).await;
+    assert_eq!(
+        reuse.error(),
+        Some("invalid_grant"),
+        "the original refresh token was consumed"
+    );
+}
