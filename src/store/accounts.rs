@@ -6,7 +6,7 @@
 use sea_orm::sea_query::{Condition, Expr, ExprTrait as _};
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _, TransactionTrait as _,
+    QueryOrder as _,
 };
 use uuid::Uuid;
 
@@ -104,7 +104,7 @@ impl Store {
         new: NewConnectedAccount,
         targets: Vec<NewTarget>,
     ) -> Result<(ConnectedAccount, Vec<Target>), StoreError> {
-        let txn = self.conn().begin().await?;
+        let txn = self.begin_write().await?;
         let account = insert_account(&txn, new).await?;
         let mut created = Vec::with_capacity(targets.len());
         for target in targets {

@@ -18,9 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gatehouse_migrations::{Migrator, MigratorTrait as _};
-use sea_orm::{
-    ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection, DbBackend, DbErr,
-};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 
 /// Why a store call failed. Callers map these to HTTP in `api_error`, nowhere else.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +106,16 @@ impl Store {
             .min_connections(0)
             .connect_timeout(connect_timeout)
             .acquire_timeout(connect_timeout)
-            .sqlx_logging(false);
+            .sqlx_logging(false)
+            // WAL lets readers proceed while the audit writer commits; NORMAL sync is the WAL
+            // recommendation (durable across crashes of the process, one fsync per checkpoint);
+            // the busy timeout turns brief write contention into waiting, not errors.
+            .map_sqlx_sqlite_opts(|opts| {
+                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(5))
+            });
         let mut db = Database::connect(options)
             .await
             .map_err(|e| StoreError::Unavailable(sanitize(&e.to_string(), url)))?;
@@ -118,14 +125,6 @@ impl Store {
             counter.fetch_add(1, Ordering::Relaxed);
         });
         let store = Self { db, statements };
-        if store.backend() == Backend::Sqlite {
-            // WAL lets readers proceed while the audit writer commits; the setting persists in
-            // the file. A busy timeout turns brief write contention into waiting, not errors.
-            store
-                .db
-                .execute_unprepared("PRAGMA journal_mode=WAL")
-                .await?;
-        }
         store.ping().await?;
         Ok(store)
     }
@@ -173,6 +172,18 @@ impl Store {
 
     fn conn(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at `BEGIN IMMEDIATE`:
+    /// a deferred transaction that reads first and then writes fails at once (no busy wait)
+    /// when another connection committed in between.
+    async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction, StoreError> {
+        use sea_orm::TransactionTrait as _;
+        let options = sea_orm::TransactionOptions {
+            sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+            ..sea_orm::TransactionOptions::default()
+        };
+        Ok(self.db.begin_with_options(options).await?)
     }
 }
 

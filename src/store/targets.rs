@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, EntityTrait as _,
-    QueryFilter as _, QueryOrder as _, QuerySelect as _, TransactionTrait as _,
+    QueryFilter as _, QueryOrder as _, QuerySelect as _,
 };
 use uuid::Uuid;
 
@@ -150,7 +150,7 @@ impl Store {
     /// Insert an auth method; when it is the default, the target's other defaults are cleared
     /// in the same transaction.
     pub async fn insert_auth_method(&self, new: NewAuthMethod) -> Result<AuthMethod, StoreError> {
-        let txn = self.conn().begin().await?;
+        let txn = self.begin_write().await?;
         if new.is_default {
             clear_defaults(&txn, new.target_id, None).await?;
         }
@@ -200,7 +200,7 @@ impl Store {
         method_id: Uuid,
         patch: AuthMethodPatch,
     ) -> Result<AuthMethod, StoreError> {
-        let txn = self.conn().begin().await?;
+        let txn = self.begin_write().await?;
         let mut model: target_auth_methods::ActiveModel =
             find_auth_method(&txn, target_id, method_id).await?.into();
         if patch.is_default == Some(true) {
@@ -306,7 +306,7 @@ impl Store {
         target_ids: &[Uuid],
         read_only: bool,
     ) -> Result<Vec<Permission>, StoreError> {
-        let txn = self.conn().begin().await?;
+        let txn = self.begin_write().await?;
         let mut granted = Vec::with_capacity(target_ids.len());
         for target_id in target_ids {
             granted.push(
