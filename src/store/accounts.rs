@@ -123,28 +123,7 @@ impl Store {
         scopes: &str,
         tokens: FreshTokens,
     ) -> Result<ConnectedAccount, StoreError> {
-        let at = now();
-        let mut update = Accounts::update_many()
-            .col_expr(
-                connected_accounts::Column::AccessToken,
-                Expr::value(Some(tokens.sealed_access_token)),
-            )
-            .col_expr(
-                connected_accounts::Column::TokenExpiresAt,
-                Expr::value(tokens.token_expires_at),
-            )
-            .col_expr(
-                connected_accounts::Column::TokenVersion,
-                Expr::col(connected_accounts::Column::TokenVersion).add(1),
-            )
-            .col_expr(
-                connected_accounts::Column::RefreshLeaseOwner,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                connected_accounts::Column::RefreshLeaseUntil,
-                Expr::value(Option::<Timestamp>::None),
-            )
+        let mut update = write_fresh_tokens(tokens)
             .col_expr(connected_accounts::Column::Scopes, Expr::value(scopes))
             .col_expr(
                 connected_accounts::Column::Status,
@@ -154,22 +133,7 @@ impl Store {
                 connected_accounts::Column::StatusMessage,
                 Expr::value(Option::<String>::None),
             )
-            .col_expr(
-                connected_accounts::Column::LastRefreshedAt,
-                Expr::value(Some(at)),
-            )
-            .col_expr(
-                connected_accounts::Column::LastRefreshError,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(connected_accounts::Column::UpdatedAt, Expr::value(at))
             .filter(connected_accounts::Column::Id.eq(id));
-        if let Some(sealed) = tokens.sealed_refresh_token {
-            update = update.col_expr(
-                connected_accounts::Column::RefreshToken,
-                Expr::value(Some(sealed)),
-            );
-        }
         if display_name.is_some() {
             update = update.col_expr(
                 connected_accounts::Column::DisplayName,
@@ -239,47 +203,13 @@ impl Store {
         version: i64,
         tokens: FreshTokens,
     ) -> Result<bool, StoreError> {
-        let at = now();
-        let mut update = Accounts::update_many()
-            .col_expr(
-                connected_accounts::Column::AccessToken,
-                Expr::value(Some(tokens.sealed_access_token)),
-            )
-            .col_expr(
-                connected_accounts::Column::TokenExpiresAt,
-                Expr::value(tokens.token_expires_at),
-            )
-            .col_expr(
-                connected_accounts::Column::TokenVersion,
-                Expr::value(version + 1),
-            )
-            .col_expr(
-                connected_accounts::Column::RefreshLeaseOwner,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                connected_accounts::Column::RefreshLeaseUntil,
-                Expr::value(Option::<Timestamp>::None),
-            )
-            .col_expr(
-                connected_accounts::Column::LastRefreshedAt,
-                Expr::value(Some(at)),
-            )
-            .col_expr(
-                connected_accounts::Column::LastRefreshError,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(connected_accounts::Column::UpdatedAt, Expr::value(at))
+        let result = write_fresh_tokens(tokens)
             .filter(connected_accounts::Column::Id.eq(id))
             .filter(connected_accounts::Column::TokenVersion.eq(version))
-            .filter(connected_accounts::Column::RefreshLeaseOwner.eq(owner));
-        if let Some(sealed) = tokens.sealed_refresh_token {
-            update = update.col_expr(
-                connected_accounts::Column::RefreshToken,
-                Expr::value(Some(sealed)),
-            );
-        }
-        Ok(update.exec(self.conn()).await?.rows_affected == 1)
+            .filter(connected_accounts::Column::RefreshLeaseOwner.eq(owner))
+            .exec(self.conn())
+            .await?;
+        Ok(result.rows_affected == 1)
     }
 
     /// Record a failed refresh. A dead grant or misconfigured app changes the status (only if
@@ -346,6 +276,49 @@ impl Store {
             .map(|m| m.id)
             .collect())
     }
+}
+
+/// The UPDATE that stores new tokens: version + 1, lease released, refresh recorded; the
+/// refresh token only when the provider sent a new one. Callers add the row filters.
+fn write_fresh_tokens(tokens: FreshTokens) -> sea_orm::UpdateMany<Accounts> {
+    let at = now();
+    let mut update = Accounts::update_many()
+        .col_expr(
+            connected_accounts::Column::AccessToken,
+            Expr::value(Some(tokens.sealed_access_token)),
+        )
+        .col_expr(
+            connected_accounts::Column::TokenExpiresAt,
+            Expr::value(tokens.token_expires_at),
+        )
+        .col_expr(
+            connected_accounts::Column::TokenVersion,
+            Expr::col(connected_accounts::Column::TokenVersion).add(1),
+        )
+        .col_expr(
+            connected_accounts::Column::RefreshLeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            connected_accounts::Column::RefreshLeaseUntil,
+            Expr::value(Option::<Timestamp>::None),
+        )
+        .col_expr(
+            connected_accounts::Column::LastRefreshedAt,
+            Expr::value(Some(at)),
+        )
+        .col_expr(
+            connected_accounts::Column::LastRefreshError,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(connected_accounts::Column::UpdatedAt, Expr::value(at));
+    if let Some(sealed) = tokens.sealed_refresh_token {
+        update = update.col_expr(
+            connected_accounts::Column::RefreshToken,
+            Expr::value(Some(sealed)),
+        );
+    }
+    update
 }
 
 async fn insert_account(
