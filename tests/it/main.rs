@@ -6,6 +6,9 @@
 #[allow(dead_code)]
 mod support;
 
+mod accounts_connect;
+mod accounts_refresh;
+mod accounts_replicas;
 mod admin_audit;
 mod admin_auth;
 mod admin_auth_methods;

@@ -140,3 +140,279 @@ impl ConnectedSetup {
         query_param(location, "connected").unwrap_or_else(|| panic!("not connected: {location}"))
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers of accounts_connect.rs, accounts_refresh.rs and accounts_replicas.rs.
+// ---------------------------------------------------------------------------------------------
+
+/// Run one statement on the test database directly (outside Gatehouse). Write placeholders as
+/// `$1, $2, …`; they become `?` on SQLite.
+pub async fn db_execute(db_url: &str, sql: &str, values: Vec<sea_orm::Value>) -> u64 {
+    use sea_orm::ConnectionTrait as _;
+    let db = sea_orm::Database::connect(db_url).await.unwrap();
+    let backend = db.get_database_backend();
+    let sql = placeholders_for(backend, sql);
+    let result = db
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend, &sql, values,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = db.close().await;
+    result.rows_affected()
+}
+
+/// `SELECT COUNT(*)` of a table (with an optional `WHERE` clause and its values).
+pub async fn db_count(db_url: &str, table: &str, filter: &str, values: Vec<sea_orm::Value>) -> i64 {
+    use sea_orm::ConnectionTrait as _;
+    let db = sea_orm::Database::connect(db_url).await.unwrap();
+    let backend = db.get_database_backend();
+    let sql = if filter.is_empty() {
+        format!("SELECT COUNT(*) AS n FROM {table}")
+    } else {
+        format!("SELECT COUNT(*) AS n FROM {table} WHERE {filter}")
+    };
+    let sql = placeholders_for(backend, &sql);
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            backend, &sql, values,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap();
+    let _ = db.close().await;
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+/// The `state_hash` column of every pending OAuth flow.
+pub async fn db_state_hashes(db_url: &str) -> Vec<String> {
+    use sea_orm::ConnectionTrait as _;
+    let db = sea_orm::Database::connect(db_url).await.unwrap();
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            backend,
+            "SELECT state_hash FROM oauth_states",
+        ))
+        .await
+        .unwrap();
+    let _ = db.close().await;
+    rows.iter()
+        .map(|row| row.try_get::<String>("", "state_hash").unwrap())
+        .collect()
+}
+
+fn placeholders_for(backend: sea_orm::DatabaseBackend, sql: &str) -> String {
+    if backend != sea_orm::DatabaseBackend::Sqlite {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            while chars.peek().is_some_and(char::is_ascii_digit) {
+                chars.next();
+            }
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Write an account's `token_expires_at` in the database (the app's in-memory cache is not
+/// told: do this before the app's first proxied request for the account).
+pub async fn set_token_expiry(
+    db_url: &str,
+    account_id: uuid::Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    let changed = db_execute(
+        db_url,
+        "UPDATE connected_accounts SET token_expires_at = $1 WHERE id = $2",
+        vec![at.into(), account_id.into()],
+    )
+    .await;
+    assert_eq!(changed, 1, "the account row exists");
+}
+
+/// An agent token (plaintext, id) granted every managed target of the account.
+pub async fn agent_with_access(app: &TestApp, account_id: &str) -> (String, String) {
+    let created = app
+        .api()
+        .post(
+            "/api/tokens",
+            json!({"name": format!("agent-{}", uuid::Uuid::new_v4().simple())}),
+        )
+        .await;
+    let token = created.expect(201).clone();
+    let token_id = token["id"].as_str().unwrap().to_owned();
+    let granted = app
+        .api()
+        .put_empty(&format!(
+            "/api/connected-accounts/{account_id}/access/{token_id}"
+        ))
+        .await;
+    granted.expect(200);
+    (token["token"].as_str().unwrap().to_owned(), token_id)
+}
+
+/// The slug of the account's managed target with this capability (`mail`, `calendar`).
+pub async fn managed_slug(app: &TestApp, account_id: &str, capability: &str) -> String {
+    let reply = app
+        .api()
+        .get(&format!("/api/connected-accounts/{account_id}"))
+        .await;
+    reply.expect(200)["managed_targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["capability"] == capability)
+        .unwrap_or_else(|| panic!("no {capability} target: {}", reply.text))["slug"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Wait (at most 5 s) until the proxy's `/discovery` lists `slug` for `token` — the permission
+/// has reached the proxy — WITHOUT a proxied request (which would fetch and cache the
+/// account's access token).
+pub async fn wait_for_discovery(app: &TestApp, token: &str, slug: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for _ in 0..100 {
+        let response = app
+            .http
+            .get(app.proxy_url("/discovery"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            if body["targets"]
+                .as_array()
+                .is_some_and(|targets| targets.iter().any(|t| t["slug"] == slug))
+            {
+                return;
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "/discovery of {} did not list {slug} within 5 s",
+        app.proxy_url("")
+    );
+}
+
+/// One proxied GET through `/gateway/{slug}{path}`.
+pub async fn gateway_get(
+    app: &TestApp,
+    token: &str,
+    slug: &str,
+    path: &str,
+) -> super::admin::Reply {
+    let response = app
+        .http
+        .get(app.proxy_url(&format!("/gateway/{slug}{path}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    super::admin::Reply::read(response).await
+}
+
+/// The `microsoft_365` overrides of [`setup_on`]: every endpoint at the test server.
+pub fn microsoft_overrides(oidc: &OidcServer) -> ProviderOverrides {
+    ProviderOverrides {
+        authorize_url: Some(url::Url::parse(&oidc.authorize_url()).unwrap()),
+        token_url: Some(url::Url::parse(&oidc.token_url()).unwrap()),
+        revoke_url: Some(url::Url::parse(&oidc.revoke_url()).unwrap()),
+        profile_url: Some(url::Url::parse(&format!("{}/me", oidc.graph_base())).unwrap()),
+        mail_base_url: Some(url::Url::parse(&oidc.graph_base()).unwrap()),
+        calendar_base_url: Some(url::Url::parse(&oidc.graph_base()).unwrap()),
+        scopes: Some(
+            super::oidc::MICROSOFT_SCOPES
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+        ),
+    }
+}
+
+/// A second Gatehouse process (replica) on the SAME database as `first`, with the same
+/// encryption key and admin token, against the same authorization server.
+pub async fn spawn_replica(first: &ConnectedSetup) -> TestApp {
+    let db = TestDb {
+        url: first.app.db.url.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let admin_token = first.app.admin_token.clone();
+    let key = first.app.encryption_key;
+    let mut config = TestApp::config(&db, &admin_token, key);
+    config.admin.public_url = url::Url::parse(&first.public_url).unwrap();
+    config
+        .providers
+        .insert("microsoft_365".to_owned(), microsoft_overrides(&first.oidc));
+    config.env.oauth_clients.insert(
+        "microsoft_365".to_owned(),
+        OAuthClientCredentials {
+            client_id: first.oidc.client_id().to_owned(),
+            client_secret: first.oidc.client_secret().to_owned(),
+        },
+    );
+    TestApp::spawn_with(db, admin_token, key, config).await
+}
+
+/// Fire `count` proxied GETs at once, round-robin over `apps` (at most 256 in flight); returns
+/// each (status, body text, latency) in completion order.
+pub async fn burst(
+    apps: &[&TestApp],
+    token: &str,
+    slug: &str,
+    count: usize,
+) -> Vec<(u16, String, std::time::Duration)> {
+    assert!(count <= 256, "bounded burst");
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let app = apps[i % apps.len()];
+        let http = app.http.clone();
+        let url = app.proxy_url(&format!("/gateway/{slug}/me/messages?n={i}"));
+        let token = token.to_owned();
+        set.spawn(async move {
+            let started = std::time::Instant::now();
+            let response = http
+                .get(url)
+                .bearer_auth(token)
+                .timeout(std::time::Duration::from_secs(60))
+                .send()
+                .await;
+            match response {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let text = response.text().await.unwrap_or_default();
+                    (status, text, started.elapsed())
+                }
+                Err(e) => (0, format!("request failed: {e}"), started.elapsed()),
+            }
+        });
+    }
+    let mut results = Vec::with_capacity(count);
+    while let Some(joined) = set.join_next().await {
+        results.push(joined.unwrap());
+    }
+    results
+}
+
+/// The `p`-th percentile (nearest rank) of the latencies.
+pub fn percentile(latencies: &mut [std::time::Duration], p: f64) -> std::time::Duration {
+    latencies.sort();
+    if latencies.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+    latencies[rank.clamp(1, latencies.len()) - 1]
+}
