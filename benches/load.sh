@@ -1,0 +1,518 @@
+#!/usr/bin/env bash
+# Bounded load run on loopback: (a) the upstream directly, (b) nginx as a reverse proxy to it,
+# (c) Gatehouse with a bearer-credential target pointing at it; then 1 GiB streamed through
+# Gatehouse in each direction while its resident memory is sampled.
+#
+#   bash benches/load.sh            # from the repository root (or anywhere: it finds the root)
+#
+# Knobs (environment): DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), C1_DURATION (5s),
+# STREAM_BYTES (1G), SLOW_RATE (256M, curl --limit-rate of the slow-client download),
+# SAMPLE_INTERVAL (0.5, seconds between VmRSS samples), SKIP_BUILD (unset: build),
+# RESULTS_DIR (unset: when set, wrk outputs, RSS samples and the Gatehouse log are copied there),
+# GATEHOUSE_EXTRA_ENV (unset: extra VAR=value words for Gatehouse, for diagnostic runs only, e.g.
+# "GATEHOUSE__AUDIT__QUEUE_CAPACITY=1"; the report prints them so such a run is never mistaken
+# for the default one).
+#
+# Everything runs as separate processes owned by this script, on 127.0.0.1, in a temporary
+# directory: one nginx instance (its own prefix and config; nothing system-wide), one Python
+# upload sink, one Gatehouse. All of them are stopped on exit (trap). Every wait is bounded.
+# Needs: cargo, curl, jq, wrk, nginx, python3 (wrk, nginx and jq are installed with apt-get
+# when missing and we are root).
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-2s}
+C1_DURATION=${C1_DURATION:-5s}
+STREAM_BYTES=${STREAM_BYTES:-1G}
+SLOW_RATE=${SLOW_RATE:-256M}
+SAMPLE_INTERVAL=${SAMPLE_INTERVAL:-0.5}
+# Upper bound on one streaming transfer (curl --max-time) and on the samples taken during it.
+STREAM_MAX_SECONDS=120
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCRIPT_STARTED=$SECONDS
+
+log() { printf '[load %3ds] %s\n' "$((SECONDS - SCRIPT_STARTED))" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------------
+need_apt=()
+command -v wrk >/dev/null || need_apt+=(wrk)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx)
+command -v jq >/dev/null || need_apt+=(jq)
+if ((${#need_apt[@]})); then
+    [[ $(id -u) -eq 0 ]] || die "missing ${need_apt[*]} (install them, or run as root)"
+    log "installing ${need_apt[*]}"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "${need_apt[@]}" >/dev/null; then
+        apt-get update >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "${need_apt[@]}" >/dev/null
+    fi
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+for tool in curl python3 cargo; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+
+# ---------------------------------------------------------------------------------------------
+# Processes and clean-up
+# ---------------------------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/gatehouse-load.XXXXXX)
+PIDS=()
+
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do # at most 5 s, then SIGKILL
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local status=$? pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        stop_pid "$pid"
+    done
+    wait 2>/dev/null || true
+    if [[ -n ${RESULTS_DIR:-} ]]; then
+        { mkdir -p "$RESULTS_DIR" && cp "$WORK"/*.txt "$WORK"/*.log "$RESULTS_DIR"/; } 2>/dev/null || true
+    fi
+    if ((status != 0)) && [[ -f $WORK/gatehouse.log ]]; then
+        echo "--- last lines of the Gatehouse log ---" >&2
+        tail -n 20 "$WORK/gatehouse.log" >&2 || true
+    fi
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Poll a URL until it answers 2xx: at most $2 tries, 0.1 s apart.
+wait_http() {
+    local url=$1 tries=${2:-100} i
+    for ((i = 0; i < tries; i++)); do
+        curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "$url did not answer within $((tries / 10)) s"
+}
+
+USED_PORTS=()
+# pick_port VAR: a free loopback TCP port, not handed out before by this script. Drawn below
+# the kernel's ephemeral range (ip_local_port_range, usually from 32768), so that neither our own
+# outgoing connections nor other programs binding port 0 can take it between the pick and the bind.
+EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+((EPHEMERAL_LOW > 12000)) || EPHEMERAL_LOW=32768
+pick_port() {
+    local p i
+    for ((i = 0; i < 100; i++)); do
+        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
+        [[ " ${USED_PORTS[*]} " == *" $p "* ]] && continue
+        ss -Htan "sport = :$p" 2>/dev/null | grep -q . && continue
+        USED_PORTS+=("$p")
+        printf -v "$1" '%s' "$p"
+        return 0
+    done
+    die "no free port found"
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
+
+# ---------------------------------------------------------------------------------------------
+# Build
+# ---------------------------------------------------------------------------------------------
+GATEHOUSE=$ROOT/target/release/gatehouse
+if [[ -z ${SKIP_BUILD:-} ]]; then
+    log "cargo build --release (output in $WORK/build.log)"
+    (cd "$ROOT" && cargo build --release --bin gatehouse) >"$WORK/build.log" 2>&1 ||
+        { tail -n 30 "$WORK/build.log" >&2; die "cargo build --release failed"; }
+fi
+[[ -x $GATEHOUSE ]] || die "$GATEHOUSE not found"
+
+# ---------------------------------------------------------------------------------------------
+# Upstream and nginx reverse proxy (one nginx instance, two server blocks)
+# ---------------------------------------------------------------------------------------------
+pick_port UPSTREAM_PORT
+pick_port NGINX_PROXY_PORT
+pick_port SINK_PORT
+pick_port GH_PROXY_PORT
+pick_port GH_ADMIN_PORT
+pick_port GH_METRICS_PORT
+
+mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp" "$WORK/www" "$WORK/gatehouse"
+# nginx started as root serves with unprivileged workers (user nobody): let them reach the file.
+chmod 755 "$WORK" "$WORK/www"
+# A sparse file: reading it costs no disk I/O, so the transfer measures the proxies, not the disk.
+truncate -s "$STREAM_BYTES" "$WORK/www/big.bin"
+chmod 644 "$WORK/www/big.bin"
+STREAM_SIZE=$(stat -c %s "$WORK/www/big.bin")
+
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/tmp/body;
+    proxy_temp_path $WORK/nginx/tmp/proxy;
+    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
+    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
+    scgi_temp_path $WORK/nginx/tmp/scgi;
+    sendfile on;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+
+    upstream origin {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 64;
+    }
+
+    # (a) the upstream: a small fixed 200, and the 1 GiB file for the streaming test.
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT;
+        default_type text/plain;
+        location = /big.bin { root $WORK/www; }
+        location / { return 200 "ok\n"; }
+    }
+
+    # (b) nginx as a reverse proxy to (a), with keep-alive to the upstream.
+    server {
+        listen 127.0.0.1:$NGINX_PROXY_PORT;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+"$NGINX" -t -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >/dev/null 2>&1 ||
+    { "$NGINX" -t -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" || true; die "nginx config rejected"; }
+"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+
+# Upload sink: nginx answers a POST to `return 200` before it has read the body (it discards the
+# body after replying) and 405s a POST to a static file, so it cannot prove that 1 GiB arrived.
+# This sink reads the whole body (Content-Length or chunked) and answers with the byte count.
+cat >"$WORK/sink.py" <<'EOF'
+import http.server, sys
+
+class Sink(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        received = 0
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                left = size
+                while left:
+                    got = len(self.rfile.read(min(left, 1 << 20)))
+                    if not got:
+                        return
+                    left -= got
+                received += size
+                self.rfile.readline()
+        else:
+            left = int(self.headers.get("Content-Length") or 0)
+            while left:
+                got = len(self.rfile.read(min(left, 1 << 20)))
+                if not got:
+                    return
+                left -= got
+                received += got
+        body = f"{received}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+EOF
+python3 "$WORK/sink.py" "$SINK_PORT" &
+PIDS+=($!)
+
+wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
+wait_http "http://127.0.0.1:$NGINX_PROXY_PORT/"
+# The one worker serves both server blocks: the upstream (a) and the reverse proxy (b).
+NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -n 1)
+[[ -n $NGINX_WORKER ]] || die "no nginx worker process"
+
+# ---------------------------------------------------------------------------------------------
+# Gatehouse
+# ---------------------------------------------------------------------------------------------
+# A clean environment: nothing from the caller's GATEHOUSE_* / DATABASE_URL leaks in.
+gh_env=(
+    env -i "PATH=$PATH" "HOME=$WORK/gatehouse"
+    "GATEHOUSE__PROXY__LISTEN=127.0.0.1:$GH_PROXY_PORT"
+    "GATEHOUSE__ADMIN__LISTEN=127.0.0.1:$GH_ADMIN_PORT"
+    "GATEHOUSE__METRICS__LISTEN=127.0.0.1:$GH_METRICS_PORT"
+    "GATEHOUSE__UPSTREAM__ALLOW_PRIVATE=true"
+    "GATEHOUSE__LOG__LEVEL=warn"
+    "GATEHOUSE__PROXY__SHUTDOWN_GRACE=2s"
+)
+read -r -a extra_env <<<"${GATEHOUSE_EXTRA_ENV:-}"
+gh_env+=("${extra_env[@]}")
+ADMIN_TOKEN=$(cd "$WORK/gatehouse" && timeout 60 "${gh_env[@]}" "$GATEHOUSE" admin-token --name load 2>>"$WORK/gatehouse.log" | grep -o 'sga_[A-Za-z0-9_-]*' | head -n 1) || true
+[[ $ADMIN_TOKEN == sga_* ]] || die "gatehouse admin-token printed no sga_ token"
+
+(cd "$WORK/gatehouse" && exec "${gh_env[@]}" "$GATEHOUSE" serve) >>"$WORK/gatehouse.log" 2>&1 &
+GH_PID=$!
+PIDS+=("$GH_PID")
+wait_http "http://127.0.0.1:$GH_PROXY_PORT/health" 300
+wait_http "http://127.0.0.1:$GH_ADMIN_PORT/ready" 100
+RSS_START=$(rss_kb "$GH_PID")
+
+ADMIN="http://127.0.0.1:$GH_ADMIN_PORT"
+api() { # api METHOD PATH [JSON]
+    local args=(-fsS --max-time 10 -X "$1" -H "Authorization: Bearer $ADMIN_TOKEN")
+    [[ $# -ge 3 ]] && args+=(-H 'Content-Type: application/json' --data "$3")
+    curl "${args[@]}" "$ADMIN$2"
+}
+UPSTREAM_CREDENTIAL="bench_upstream_credential_$RANDOM$RANDOM"
+target_json=$(api POST /api/targets "{\"name\":\"bench upstream\",\"base_url\":\"http://127.0.0.1:$UPSTREAM_PORT\"}")
+TARGET_ID=$(jq -r .id <<<"$target_json")
+SLUG=$(jq -r .slug <<<"$target_json")
+api POST "/api/targets/$TARGET_ID/auth-methods" \
+    "{\"label\":\"bench\",\"type\":\"bearer\",\"credential\":\"$UPSTREAM_CREDENTIAL\"}" >/dev/null
+sink_json=$(api POST /api/targets "{\"name\":\"bench sink\",\"base_url\":\"http://127.0.0.1:$SINK_PORT\"}")
+SINK_ID=$(jq -r .id <<<"$sink_json")
+SINK_SLUG=$(jq -r .slug <<<"$sink_json")
+api POST "/api/targets/$SINK_ID/auth-methods" \
+    "{\"label\":\"bench\",\"type\":\"bearer\",\"credential\":\"$UPSTREAM_CREDENTIAL\"}" >/dev/null
+token_json=$(api POST /api/tokens '{"name":"bench agent"}')
+AGENT_TOKEN=$(jq -r .token <<<"$token_json")
+TOKEN_ID=$(jq -r .id <<<"$token_json")
+api PUT "/api/tokens/$TOKEN_ID/permissions/$TARGET_ID" '{}' >/dev/null
+api PUT "/api/tokens/$TOKEN_ID/permissions/$SINK_ID" '{}' >/dev/null
+[[ $AGENT_TOKEN == sg_* ]] || die "POST /api/tokens returned no sg_ token"
+AUTH="Authorization: Bearer $AGENT_TOKEN"
+
+# The change reaches the proxy's snapshot after the change feed's burst settles: poll (≤ 5 s).
+GH_URL="http://127.0.0.1:$GH_PROXY_PORT/gateway/$SLUG/"
+for ((i = 0; i < 50; i++)); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H "$AUTH" "$GH_URL") == 200 ]] && break
+    sleep 0.1
+done
+body=$(curl -fsS --max-time 2 -H "$AUTH" "$GH_URL") || die "$GH_URL does not answer 200"
+[[ $body == ok ]] || die "unexpected body through Gatehouse: $body"
+sleep 1 # let the first audit batch and the snapshot reload settle before measuring idle memory
+RSS_IDLE=$(rss_kb "$GH_PID")
+LOG_LINES_BEFORE=$(wc -l <"$WORK/gatehouse.log")
+log "Gatehouse pid $GH_PID ready: idle VmRSS $(mb "$RSS_IDLE") MB (at start $(mb "$RSS_START") MB)"
+
+# ---------------------------------------------------------------------------------------------
+# Load runs
+# ---------------------------------------------------------------------------------------------
+# wrk latency as milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000
+        printf "%.3f", n }'
+}
+
+declare -A RPS P50 P99 NON2XX ERRS CONNS_CLOSED REQS CPU_NGINX CPU_GH
+# CPU time (user + system, all threads) of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+# Sockets to or from the upstream port in TIME-WAIT: the rise over a run counts the upstream
+# connections that were closed during it, i.e. how much a proxy reconnects instead of reusing.
+time_wait() { ss -Htan state time-wait "( sport = :$UPSTREAM_PORT or dport = :$UPSTREAM_PORT )" 2>/dev/null | wc -l; }
+# run_wrk KEY URL THREADS CONNS DURATION
+run_wrk() {
+    local key=$1 url=$2 t=$3 c=$4 d=$5 out tw cn cg
+    tw=$(time_wait)
+    cn=$(cpu_ticks "$NGINX_WORKER")
+    cg=$(cpu_ticks "$GH_PID")
+    out=$(timeout 60 wrk -t"$t" -c"$c" -d"$d" --latency -H "$AUTH" "$url")
+    CPU_NGINX[$key]=$(($(cpu_ticks "$NGINX_WORKER") - cn))
+    CPU_GH[$key]=$(($(cpu_ticks "$GH_PID") - cg))
+    CONNS_CLOSED[$key]=$(($(time_wait) - tw))
+    REQS[$key]=$(awk '/requests in/ {print $1; exit}' <<<"$out")
+    echo "$out" >"$WORK/wrk-${key//\//-}.txt"
+    RPS[$key]=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    P50[$key]=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+    P99[$key]=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+    NON2XX[$key]=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
+    NON2XX[$key]=${NON2XX[$key]:-0}
+    ERRS[$key]=$(awk '/Socket errors:/ {sub(/.*Socket errors: /, ""); print}' <<<"$out")
+    ERRS[$key]=${ERRS[$key]:-none}
+    log "$key: ${RPS[$key]} req/s, p50 ${P50[$key]} ms, p99 ${P99[$key]} ms, non-2xx ${NON2XX[$key]}, socket errors ${ERRS[$key]}, upstream connections closed ${CONNS_CLOSED[$key]}"
+}
+
+SCENARIOS=(direct nginx gatehouse)
+declare -A URL=(
+    [direct]="http://127.0.0.1:$UPSTREAM_PORT/"
+    [nginx]="http://127.0.0.1:$NGINX_PROXY_PORT/"
+    [gatehouse]="$GH_URL"
+)
+for s in "${SCENARIOS[@]}"; do
+    log "$s: warm-up $WARMUP, then -t$THREADS -c$CONNS -d$DURATION, then -t1 -c1 -d$C1_DURATION"
+    timeout 30 wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "$AUTH" "${URL[$s]}" >/dev/null
+    run_wrk "$s/c$CONNS" "${URL[$s]}" "$THREADS" "$CONNS" "$DURATION"
+    if [[ $s == gatehouse ]]; then
+        RSS_AFTER_LOAD=$(rss_kb "$GH_PID")
+        HWM_LOAD=$(hwm_kb "$GH_PID")
+    fi
+    run_wrk "$s/c1" "${URL[$s]}" 1 1 "$C1_DURATION"
+done
+LOG_LINES_AFTER=$(wc -l <"$WORK/gatehouse.log")
+sleep 1 # let the audit writer drain
+METRICS=$(curl -fsS --max-time 5 "http://127.0.0.1:$GH_METRICS_PORT/metrics" || true)
+AUDIT_DROPPED=$(awk '/^gatehouse_audit_dropped_total/ {print $2}' <<<"$METRICS")
+REQUESTS_2XX=$(awk -v s="$SLUG" '/^gatehouse_requests_total/ && index($0, "target=\"" s "\"") && /status="2xx"/ {print $2}' <<<"$METRICS")
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: 1 GiB each way through Gatehouse, VmRSS sampled every SAMPLE_INTERVAL s
+# ---------------------------------------------------------------------------------------------
+# stream NAME CURL-ARGS…: runs curl in the background, samples VmRSS of Gatehouse until curl
+# ends (at most STREAM_MAX_SECONDS), and records the peak sample and VmHWM (the kernel's exact
+# peak since the counter was reset right before the transfer).
+declare -A S_RESULT S_PEAK S_HWM S_SAMPLES S_BEFORE
+stream() {
+    local name=$1 pid peak=0 rss n=0 max_samples out=/dev/null
+    shift
+    # Keep the (tiny) answer of the upload sink: it is the byte count that arrived upstream.
+    [[ $name == upload ]] && out=$WORK/body-upload.txt
+    max_samples=$(awk -v m="$STREAM_MAX_SECONDS" -v i="$SAMPLE_INTERVAL" 'BEGIN { printf "%d", m / i + 10 }')
+    S_BEFORE[$name]=$(rss_kb "$GH_PID")
+    echo 5 >"/proc/$GH_PID/clear_refs" 2>/dev/null || true # reset VmHWM to the current RSS
+    curl -sS --max-time "$STREAM_MAX_SECONDS" -o "$out" -H "$AUTH" \
+        -w '%{http_code} %{size_download} %{size_upload} %{speed_download} %{speed_upload} %{time_total}' \
+        "$@" >"$WORK/stream-$name.txt" 2>&1 &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null && ((n < max_samples)); do
+        rss=$(rss_kb "$GH_PID")
+        if ((rss > peak)); then peak=$rss; fi
+        echo "$rss" >>"$WORK/rss-$name.txt"
+        n=$((n + 1))
+        sleep "$SAMPLE_INTERVAL"
+    done
+    wait "$pid" || true
+    S_RESULT[$name]=$(cat "$WORK/stream-$name.txt")
+    S_PEAK[$name]=$peak
+    S_HWM[$name]=$(hwm_kb "$GH_PID")
+    S_SAMPLES[$name]=$n
+    log "$name: curl '${S_RESULT[$name]}' (code bytes_down bytes_up B/s_down B/s_up seconds); peak sampled VmRSS $(mb "$peak") MB over $n samples, VmHWM $(mb "${S_HWM[$name]}") MB"
+}
+
+log "streaming $STREAM_SIZE bytes: direct download (reference), then through Gatehouse"
+# Read the file once so that every download below is served from the page cache alike (the
+# first read of a sparse file still fills the cache, which made the first transfer slower).
+cat "$WORK/www/big.bin" >/dev/null
+curl -sS --max-time "$STREAM_MAX_SECONDS" -o /dev/null -w '%{http_code} %{size_download} %{speed_download} %{time_total}' \
+    "http://127.0.0.1:$UPSTREAM_PORT/big.bin" >"$WORK/stream-direct.txt" 2>&1 || true
+DIRECT_DOWNLOAD=$(cat "$WORK/stream-direct.txt")
+stream download "http://127.0.0.1:$GH_PROXY_PORT/gateway/$SLUG/big.bin"
+stream download_slow --limit-rate "$SLOW_RATE" "http://127.0.0.1:$GH_PROXY_PORT/gateway/$SLUG/big.bin"
+# -T streams the file from disk (--data-binary @file would first read all of it into curl's
+# memory); -X POST makes it a POST; an empty Expect header skips the 100-continue round trip.
+stream upload -X POST -T "$WORK/www/big.bin" -H 'Expect:' -H 'Content-Type: application/octet-stream' \
+    "http://127.0.0.1:$GH_PROXY_PORT/gateway/$SINK_SLUG/upload"
+SINK_RECEIVED=$(cat "$WORK/body-upload.txt" 2>/dev/null || echo '?')
+RSS_END=$(rss_kb "$GH_PID")
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+per_req() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
+mib_s() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
+
+{
+    echo
+    echo "== Gatehouse load run ($(date -u +%Y-%m-%dT%H:%M:%SZ)) =="
+    echo "machine: $(nproc) cores ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr)"
+    echo "commit:  $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ has uncommitted changes)')"
+    echo "load 1/5/15 min at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "NOTE: wrk, nginx, the upstream and Gatehouse all share these $(nproc) cores on loopback;"
+    echo "      absolute numbers are a lower bound and the ratios are what to compare. Other"
+    echo "      processes on the machine (e.g. concurrent cargo builds) also compete for the cores."
+    echo
+    echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency (after a $WARMUP warm-up), and -t1 -c1 -d$C1_DURATION --latency:"
+    printf '%-12s %6s %12s %10s %10s %8s %9s  %s\n' scenario conns "requests/s" "p50 ms" "p99 ms" non-2xx "upstr.cl." "socket errors"
+    for c in "c$CONNS" c1; do
+        for s in "${SCENARIOS[@]}"; do
+            k="$s/$c"
+            printf '%-12s %6s %12s %10s %10s %8s %9s  %s\n' "$s" "${c#c}" "${RPS[$k]}" "${P50[$k]}" "${P99[$k]}" "${NON2XX[$k]}" "${CONNS_CLOSED[$k]}" "${ERRS[$k]}"
+        done
+    done
+    echo "(upstr.cl. = upstream connections closed during the run, counted from TIME-WAIT sockets; 0 = all kept alive)"
+    echo
+    echo "CPU time per request (user+system from /proc/PID/stat; less sensitive to the shared cores than req/s):"
+    printf '%-12s %6s %12s %18s %18s\n' scenario conns requests "nginx worker us" "Gatehouse us"
+    for c in "c$CONNS" c1; do
+        for s in "${SCENARIOS[@]}"; do
+            k="$s/$c"
+            printf '%-12s %6s %12s %18s %18s\n' "$s" "${c#c}" "${REQS[$k]}" \
+                "$(per_req "${CPU_NGINX[$k]}" "${REQS[$k]}")" "$(per_req "${CPU_GH[$k]}" "${REQS[$k]}")"
+        done
+        echo "  proxy cost at ${c#c} conn(s): nginx as proxy ~$(awk -v b="$(per_req "${CPU_NGINX[nginx/$c]}" "${REQS[nginx/$c]}")" -v a="$(per_req "${CPU_NGINX[direct/$c]}" "${REQS[direct/$c]}")" 'BEGIN { printf "%.1f", b - a }') us/request" \
+            "(worker CPU in (b) minus the upstream's share measured in (a)); Gatehouse $(per_req "${CPU_GH[gatehouse/$c]}" "${REQS[gatehouse/$c]}") us/request"
+    done
+    echo
+    for c in "c$CONNS" c1; do
+        echo "at ${c#c} connection(s):"
+        echo "  Gatehouse rps / nginx rps:  $(ratio "${RPS[gatehouse/$c]}" "${RPS[nginx/$c]}")"
+        echo "  Gatehouse rps / direct rps: $(ratio "${RPS[gatehouse/$c]}" "${RPS[direct/$c]}")"
+        echo "  nginx rps / direct rps:     $(ratio "${RPS[nginx/$c]}" "${RPS[direct/$c]}")"
+        echo "  added p99 over direct:      Gatehouse $(minus "${P99[gatehouse/$c]}" "${P99[direct/$c]}") ms, nginx $(minus "${P99[nginx/$c]}" "${P99[direct/$c]}") ms"
+        echo "  added p50 over direct:      Gatehouse $(minus "${P50[gatehouse/$c]}" "${P50[direct/$c]}") ms, nginx $(minus "${P50[nginx/$c]}" "${P50[direct/$c]}") ms"
+    done
+    echo
+    echo "Gatehouse during the load: gatehouse_requests_total{target=\"$SLUG\",status=\"2xx\"} ${REQUESTS_2XX:-?}," \
+        "gatehouse_audit_dropped_total ${AUDIT_DROPPED:-?}, log lines written during the runs: $((LOG_LINES_AFTER - LOG_LINES_BEFORE))"
+    if ((LOG_LINES_AFTER > LOG_LINES_BEFORE)); then
+        echo "  those log lines, without timestamps, most frequent first:"
+        sed -n "$((LOG_LINES_BEFORE + 1)),${LOG_LINES_AFTER}p" "$WORK/gatehouse.log" |
+            sed -E 's/\x1b\[[0-9;]*m//g; s/^[0-9T:.-]+Z +//' | sort | uniq -c | sort -rn | head -n 5 | cut -c1-200 |
+            sed 's/^/    /'
+    fi
+    if [[ -n ${GATEHOUSE_EXTRA_ENV:-} ]]; then
+        echo "  DIAGNOSTIC RUN with extra Gatehouse settings: $GATEHOUSE_EXTRA_ENV"
+    fi
+    echo
+    echo "Gatehouse memory (VmRSS):"
+    echo "  at start (listening, empty):        $(mb "$RSS_START") MB"
+    echo "  idle (2 targets, 1 token, before load): $(mb "$RSS_IDLE") MB"
+    echo "  right after the -c$CONNS run:           $(mb "$RSS_AFTER_LOAD") MB (VmHWM so far $(mb "$HWM_LOAD") MB)"
+    echo "  at the end:                          $(mb "$RSS_END") MB"
+    echo
+    echo "Streaming $STREAM_SIZE bytes (VmRSS sampled every ${SAMPLE_INTERVAL}s; VmHWM = exact peak, reset before each transfer):"
+    read -r dcode dbytes dspeed dtime <<<"$DIRECT_DOWNLOAD"
+    echo "  direct download (no proxy):  HTTP $dcode, $dbytes bytes, $(mib_s "$dspeed") MiB/s, ${dtime}s"
+    for name in download download_slow upload; do
+        read -r code down up sdown sup t <<<"${S_RESULT[$name]}"
+        case $name in
+            download) what="download via Gatehouse:     " bytes=$down speed=$sdown ;;
+            download_slow) what="download, client at $SLOW_RATE/s:" bytes=$down speed=$sdown ;;
+            upload) what="upload (POST) via Gatehouse:" bytes="$up (sink received $SINK_RECEIVED)" speed=$sup ;;
+        esac
+        echo "  $what HTTP $code, $bytes bytes, $(mib_s "$speed") MiB/s, ${t}s;" \
+            "RSS before $(mb "${S_BEFORE[$name]}") MB, peak sampled $(mb "${S_PEAK[$name]}") MB (${S_SAMPLES[$name]} samples), VmHWM $(mb "${S_HWM[$name]}") MB"
+    done
+    echo
+    echo "script wall time: $((SECONDS - SCRIPT_STARTED)) s"
+}
