@@ -15,8 +15,8 @@ use crate::support::agent::{
     PROPAGATION, RawConnection, assert_error, spawn_configured, spawn_configured_on, until,
 };
 use crate::support::upstream::{
-    DOWNLOAD_LEN, FakeUpstream, closed_port, download_sha256, pattern, sha256_hex,
-    start_chunked_download_server,
+    DOWNLOAD_LEN, FakeUpstream, OAUTH_ACCESS_TOKEN, closed_port, download_sha256, pattern,
+    sha256_hex, start_chunked_download_server,
 };
 use crate::support::{TestApp, TestDb};
 
@@ -571,10 +571,13 @@ async fn download(app: &TestApp, path: &str, token: &str) -> (usize, String) {
     (length, hex::encode(sha2::Digest::finalize(hasher)))
 }
 
+/// SPEC §3: an `oauth2_refresh_token` method is refreshed at its token_url and cached; the
+/// access token is injected as `Authorization: Bearer …` and never shown to the agent.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_oauth2_refresh_token_method_is_503_for_now() {
+async fn an_oauth2_refresh_token_method_injects_a_cached_access_token() {
     let app = TestApp::spawn().await;
     let upstream = FakeUpstream::start().await;
+    let issuer = FakeUpstream::start().await;
     let agent = app
         .agent_for(
             "oauth",
@@ -585,7 +588,106 @@ async fn an_oauth2_refresh_token_method_is_503_for_now() {
                     "client_id": "cid",
                     "client_secret": "client-secret-canary",
                     "refresh_token": "refresh-canary",
-                    "token_url": upstream.url("/token"),
+                    "token_url": issuer.url("/oauth/token"),
+                }),
+            )),
+        )
+        .await;
+    for path in ["/gateway/oauth/me", "/gateway/oauth/echo-auth"] {
+        let reply = app.get(path, &agent.token).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+        assert_eq!(
+            upstream.last().header_values("authorization"),
+            vec![format!("Bearer {OAUTH_ACCESS_TOKEN}")],
+            "{path}"
+        );
+        let headers = format!("{:?}", reply.headers);
+        assert!(!headers.contains(OAUTH_ACCESS_TOKEN), "{path}: {headers}");
+        assert!(!reply.text.contains(OAUTH_ACCESS_TOKEN), "{path}");
+    }
+    assert_eq!(
+        issuer.count(),
+        1,
+        "the access token is cached, not refreshed per request"
+    );
+    let refresh = issuer.last();
+    assert_eq!(refresh.method, "POST");
+    assert!(
+        refresh.body_text.contains("grant_type=refresh_token"),
+        "{}",
+        refresh.body_text
+    );
+    assert!(
+        refresh.body_text.contains("refresh_token=refresh-canary"),
+        "{}",
+        refresh.body_text
+    );
+}
+
+/// A token endpoint that fails transiently: 503 with `Retry-After` (SPEC §7), nothing is
+/// forwarded, no secret in the body, and the row is audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oauth2_refresh_token_method_with_a_failing_token_endpoint_is_503() {
+    let app = TestApp::spawn().await;
+    let upstream = FakeUpstream::start().await;
+    let issuer = FakeUpstream::start().await;
+    let agent = app
+        .agent_for(
+            "oauth",
+            &upstream.url("/base"),
+            Some((
+                "oauth2_refresh_token",
+                json!({
+                    "client_id": "cid",
+                    "client_secret": "client-secret-canary",
+                    "refresh_token": "refresh-canary",
+                    "token_url": issuer.url("/status/500"),
+                }),
+            )),
+        )
+        .await;
+    let reply = app.get("/gateway/oauth/me", &agent.token).await;
+    let message = reply.expect_error(503, None);
+    assert!(message.ends_with("retry later"), "{message}");
+    assert!(
+        reply.headers.get("retry-after").is_some(),
+        "a transient refresh failure says when to retry: {:?}",
+        reply.headers
+    );
+    assert!(!reply.text.contains("canary"), "{}", reply.text);
+    assert_eq!(upstream.count(), 0, "nothing was forwarded");
+    assert!(issuer.count() >= 1, "the token endpoint was tried");
+    let rows = app.wait_for_audit(1).await;
+    let row = rows
+        .iter()
+        .find(|r| r.path == "/gateway/oauth/me")
+        .unwrap_or_else(|| panic!("{rows:#?}"));
+    assert_eq!(row.status_code, 503);
+    assert_eq!(
+        row.error.as_deref(),
+        Some("token_refresh_failed"),
+        "{row:?}"
+    );
+}
+
+/// A token endpoint that refuses the grant (`invalid_grant`): 503 naming the refusal, audited
+/// as `credential_refused` (docs/gateway.md step 6), nothing forwarded.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oauth2_refresh_token_method_refused_by_its_token_endpoint_is_503() {
+    let app = TestApp::spawn().await;
+    let upstream = FakeUpstream::start().await;
+    let issuer = FakeUpstream::start().await;
+    let agent = app
+        .agent_for(
+            "oauth",
+            &upstream.url("/base"),
+            Some((
+                "oauth2_refresh_token",
+                json!({
+                    "client_id": "cid",
+                    "client_secret": "client-secret-canary",
+                    "refresh_token": "refresh-canary",
+                    "token_url": issuer.url("/oauth-error/invalid_grant"),
                 }),
             )),
         )
@@ -593,19 +695,18 @@ async fn an_oauth2_refresh_token_method_is_503_for_now() {
     let reply = app.get("/gateway/oauth/me", &agent.token).await;
     let message = reply.expect_error(503, None);
     assert!(
-        message.starts_with("credential type not available yet: "),
+        message.starts_with("the target's OAuth credential was refused: "),
         "{message}"
     );
     assert!(!reply.text.contains("canary"), "{}", reply.text);
-    assert_eq!(
-        upstream.count(),
-        0,
-        "neither the upstream nor a token endpoint was called"
-    );
+    assert_eq!(upstream.count(), 0, "nothing was forwarded");
     let rows = app.wait_for_audit(1).await;
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].status_code, 503);
-    assert_eq!(rows[0].error.as_deref(), Some("credential_unavailable"));
+    let row = rows
+        .iter()
+        .find(|r| r.path == "/gateway/oauth/me")
+        .unwrap_or_else(|| panic!("{rows:#?}"));
+    assert_eq!(row.status_code, 503);
+    assert_eq!(row.error.as_deref(), Some("credential_refused"), "{row:?}");
 }
 
 /// A managed target whose account cannot give an access token (here: its provider has no
@@ -643,10 +744,7 @@ async fn a_managed_target_without_a_usable_account_is_503() {
         .iter()
         .find(|r| r.status_code == 503)
         .unwrap_or_else(|| panic!("no 503 audit row: {rows:#?}"));
-    assert!(
-        row.error.as_deref().is_some_and(|e| !e.is_empty()),
-        "{row:?}"
-    );
+    assert_eq!(row.error.as_deref(), Some("account_unavailable"), "{row:?}");
     assert_eq!(row.target_id, Some(target.id));
 }
 

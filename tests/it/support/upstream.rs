@@ -7,7 +7,9 @@
 //! | `/status/{code}` | that status, `Retry-After: 7`, a JSON body |
 //! | `/echo-auth` | 200, echoing the received `Authorization` in `X-Echo-Authorization` and `X-Api-Key` in `X-Echo-Api-Key` (plus `X-Plain: kept`) |
 //! | `/hop` | 200 with hop-by-hop headers (`Connection: x-hop-named`, `X-Hop-Named`, `Keep-Alive`, `Proxy-Connection`) and `X-Kept: 1` |
+//! | `/token` | 200, an OAuth token response with access token [`OAUTH_ACCESS_TOKEN`], 1 hour |
 //! | `/redirect` | 302 to `http://{this server}/landing` (a followed redirect would be recorded) |
+//! | `/oauth-error/{code}` | 400, an OAuth error response `{"error": code, "error_description"}` |
 //! | `/slow/{ms}` | 200 after sleeping `ms` milliseconds |
 //! | `/download` | 200 with [`DOWNLOAD_LEN`] bytes of [`download_body`] |
 //! | anything else | 200 echo: `{"method", "target", "body_len", "body_sha256"}` |
@@ -25,6 +27,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use sha2::{Digest as _, Sha256};
 
+/// The access token the `/token` route hands out.
+pub const OAUTH_ACCESS_TOKEN: &str = "oauth-access-canary-0123456789";
+
 /// Size of the `/download` body: 32 MiB.
 pub const DOWNLOAD_LEN: usize = 32 * 1024 * 1024;
 
@@ -39,6 +44,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body_len: usize,
     pub body_sha256: String,
+    /// The body as text when it is under 64 KiB (form posts to `/token`), else empty.
+    pub body_text: String,
 }
 
 impl Received {
@@ -203,6 +210,11 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
         headers: parts.headers.clone(),
         body_len: body.len(),
         body_sha256: sha256_hex(&body),
+        body_text: if body.len() < 64 * 1024 {
+            String::from_utf8_lossy(&body).into_owned()
+        } else {
+            String::new()
+        },
     };
     shared.received.lock().push(received.clone());
 
@@ -227,6 +239,14 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
                 )))
                 .unwrap()
         }
+        ("oauth-error", code) => Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                serde_json::json!({"error": code, "error_description": "refused by the fake issuer"})
+                    .to_string(),
+            ))
+            .unwrap(),
         ("slow", millis) => {
             tokio::time::sleep(Duration::from_millis(millis.parse().unwrap_or(1000))).await;
             json_echo(&received)
@@ -255,6 +275,19 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
             .header("proxy-connection", "keep-alive")
             .header("x-kept", "1")
             .body(Body::from("{\"hop\":true}"))
+            .unwrap(),
+        (_, "token") => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(Body::from(
+                serde_json::json!({
+                    "access_token": OAUTH_ACCESS_TOKEN,
+                    "token_type": "Bearer",
+                    "expires_in": 3600,
+                })
+                .to_string(),
+            ))
             .unwrap(),
         (_, "redirect") => Response::builder()
             .status(StatusCode::FOUND)
