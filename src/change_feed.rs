@@ -22,20 +22,76 @@ pub enum ChangeEvent {
 }
 
 /// Cheap to clone; a lagging subscriber loses events and must reload everything.
+///
+/// Read your writes: every event gets a generation number, and the cache that applies events
+/// (the proxy's snapshot reloader) reports the generation it has applied, so a management write
+/// can wait until its change is live on this replica before it answers.
 #[derive(Debug, Clone)]
 pub struct ChangeFeed {
     sender: broadcast::Sender<ChangeEvent>,
+    published: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    applied: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Set once something applies events; without it (CLI commands) nobody waits.
+    applier: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How long a write waits for its change to be applied before answering anyway.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl ChangeFeed {
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
-        Self { sender }
+        Self {
+            sender,
+            published: Default::default(),
+            applied: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            applier: Default::default(),
+        }
     }
 
-    pub fn publish(&self, event: ChangeEvent) {
+    /// Publish without waiting; returns the event's generation.
+    pub fn publish(&self, event: ChangeEvent) -> u64 {
+        use std::sync::atomic::Ordering;
+        let generation = self.published.fetch_add(1, Ordering::AcqRel) + 1;
         // No subscriber is fine: nothing caches yet.
         let _ = self.sender.send(event);
+        generation
+    }
+
+    /// Publish and wait (at most 2 s) until this replica's caches have applied the change, so
+    /// the caller's next request already sees it.
+    pub async fn publish_and_wait(&self, event: ChangeEvent) {
+        let generation = self.publish(event);
+        if !self.applier.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let mut applied = self.applied.subscribe();
+        let _ =
+            tokio::time::timeout(APPLY_WAIT, applied.wait_for(|done| *done >= generation)).await;
+    }
+
+    /// The generation of the latest published event (taken by an applier before it reloads).
+    pub fn published(&self) -> u64 {
+        self.published.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Called by the applier after a reload that started once `generation` was published.
+    pub fn mark_applied(&self, generation: u64) {
+        self.applier
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.applied.send_if_modified(|done| {
+            let newer = generation > *done;
+            if newer {
+                *done = generation;
+            }
+            newer
+        });
+    }
+
+    /// Declare that an applier exists (the reloader, at start).
+    pub fn register_applier(&self) {
+        self.applier
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {

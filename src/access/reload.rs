@@ -20,6 +20,8 @@ pub fn spawn(
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let mut events = changes.subscribe();
+    changes.register_applier();
+    let changes = changes.clone();
     tokio::spawn(async move {
         let mut periodic = tokio::time::interval(FULL_RELOAD_EVERY);
         periodic.tick().await;
@@ -41,10 +43,13 @@ pub fn spawn(
                     }
                 }
             }
+            // Everything published so far committed before it was published, so this load sees it.
+            let generation = changes.published();
             match source.load().await {
                 Ok(snapshot) => {
                     snapshot.export_account_gauge(&metrics.connected_accounts);
                     access.replace(snapshot);
+                    changes.mark_applied(generation);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "access snapshot reload failed; serving the previous one")

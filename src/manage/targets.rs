@@ -95,7 +95,9 @@ impl Management {
                 capability: None,
             })
             .await?;
-        self.changes.publish(ChangeEvent::Target(target.id));
+        self.changes
+            .publish_and_wait(ChangeEvent::Target(target.id))
+            .await;
         Ok(TargetSummary {
             target,
             auth_method_count: 0,
@@ -155,7 +157,7 @@ impl Management {
             enabled: input.enabled,
         };
         let target = self.store.update_target(id, patch).await?;
-        self.changes.publish(ChangeEvent::Target(id));
+        self.changes.publish_and_wait(ChangeEvent::Target(id)).await;
         let auth_method_count = self.store.auth_methods(id).await?.len() as u64;
         Ok(TargetSummary {
             target,
@@ -166,7 +168,7 @@ impl Management {
     pub async fn delete_target(&self, id: Uuid) -> Result<(), ApiError> {
         self.standard_target(id).await?;
         self.store.delete_target(id).await?;
-        self.changes.publish(ChangeEvent::Target(id));
+        self.changes.publish_and_wait(ChangeEvent::Target(id)).await;
         Ok(())
     }
 
@@ -213,7 +215,9 @@ impl Management {
                 is_default,
             })
             .await?;
-        self.changes.publish(ChangeEvent::Target(target_id));
+        self.changes
+            .publish_and_wait(ChangeEvent::Target(target_id))
+            .await;
         Ok(method)
     }
 
@@ -250,7 +254,9 @@ impl Management {
                 },
             )
             .await?;
-        self.changes.publish(ChangeEvent::Target(target_id));
+        self.changes
+            .publish_and_wait(ChangeEvent::Target(target_id))
+            .await;
         Ok(method)
     }
 
@@ -261,7 +267,9 @@ impl Management {
     ) -> Result<(), ApiError> {
         self.standard_target(target_id).await?;
         self.store.delete_auth_method(target_id, method_id).await?;
-        self.changes.publish(ChangeEvent::Target(target_id));
+        self.changes
+            .publish_and_wait(ChangeEvent::Target(target_id))
+            .await;
         Ok(())
     }
 

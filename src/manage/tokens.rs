@@ -40,7 +40,9 @@ impl Management {
                 allowed_ips,
             })
             .await?;
-        self.changes.publish(ChangeEvent::Token(record.id));
+        self.changes
+            .publish_and_wait(ChangeEvent::Token(record.id))
+            .await;
         Ok((record, plaintext))
     }
 
@@ -77,9 +79,11 @@ impl Management {
                 let _ = self.store.delete_agent_token(record.id).await;
                 return Err(error.into());
             }
-            self.changes.publish(ChangeEvent::Permissions {
-                token_id: record.id,
-            });
+            self.changes
+                .publish_and_wait(ChangeEvent::Permissions {
+                    token_id: record.id,
+                })
+                .await;
         }
         Ok((record, plaintext))
     }
@@ -103,7 +107,7 @@ impl Management {
             allowed_ips: allowed_ips.map(allowlist).transpose()?,
         };
         let record = self.store.update_agent_token(id, patch).await?;
-        self.changes.publish(ChangeEvent::Token(id));
+        self.changes.publish_and_wait(ChangeEvent::Token(id)).await;
         Ok(record)
     }
 
@@ -117,19 +121,19 @@ impl Management {
             .store
             .replace_agent_token_hash(id, &plaintext.hash())
             .await?;
-        self.changes.publish(ChangeEvent::Token(id));
+        self.changes.publish_and_wait(ChangeEvent::Token(id)).await;
         Ok((record, plaintext))
     }
 
     pub async fn revoke_token(&self, id: Uuid) -> Result<AgentTokenRecord, ApiError> {
         let record = self.store.revoke_agent_token(id).await?;
-        self.changes.publish(ChangeEvent::Token(id));
+        self.changes.publish_and_wait(ChangeEvent::Token(id)).await;
         Ok(record)
     }
 
     pub async fn delete_token(&self, id: Uuid) -> Result<(), ApiError> {
         self.store.delete_agent_token(id).await?;
-        self.changes.publish(ChangeEvent::Token(id));
+        self.changes.publish_and_wait(ChangeEvent::Token(id)).await;
         Ok(())
     }
 
@@ -157,7 +161,9 @@ impl Management {
             .store
             .upsert_permission(token_id, target_id, read_only)
             .await?;
-        self.changes.publish(ChangeEvent::Permissions { token_id });
+        self.changes
+            .publish_and_wait(ChangeEvent::Permissions { token_id })
+            .await;
         Ok((PermissionView { permission, target }, created))
     }
 
@@ -165,7 +171,9 @@ impl Management {
         if !self.store.delete_permission(token_id, target_id).await? {
             return Err(ApiError::NotFound("permission"));
         }
-        self.changes.publish(ChangeEvent::Permissions { token_id });
+        self.changes
+            .publish_and_wait(ChangeEvent::Permissions { token_id })
+            .await;
         Ok(())
     }
 }

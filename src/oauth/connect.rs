@@ -216,7 +216,9 @@ impl ConnectFlow {
             }
         };
         self.access_tokens.forget(account.id);
-        self.changes.publish(ChangeEvent::Account(account.id));
+        self.changes
+            .publish_and_wait(ChangeEvent::Account(account.id))
+            .await;
         Ok(account)
     }
 
@@ -355,9 +357,13 @@ impl ConnectFlow {
         let targets = self.store.targets_of_account(id).await?;
         self.store.delete_connected_account(id).await?;
         self.access_tokens.forget(id);
-        self.changes.publish(ChangeEvent::Account(id));
+        self.changes
+            .publish_and_wait(ChangeEvent::Account(id))
+            .await;
         for target in targets {
-            self.changes.publish(ChangeEvent::Target(target.id));
+            self.changes
+                .publish_and_wait(ChangeEvent::Target(target.id))
+                .await;
         }
         Ok(())
     }
@@ -381,7 +387,9 @@ impl ConnectFlow {
         self.store
             .upsert_permissions(token_id, &targets, read_only)
             .await?;
-        self.changes.publish(ChangeEvent::Permissions { token_id });
+        self.changes
+            .publish_and_wait(ChangeEvent::Permissions { token_id })
+            .await;
         Ok(targets.len())
     }
 
@@ -396,7 +404,9 @@ impl ConnectFlow {
             .map(|t| t.id)
             .collect();
         let removed = self.store.delete_permissions(token_id, &targets).await?;
-        self.changes.publish(ChangeEvent::Permissions { token_id });
+        self.changes
+            .publish_and_wait(ChangeEvent::Permissions { token_id })
+            .await;
         Ok(removed)
     }
 }
