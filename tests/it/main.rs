@@ -25,5 +25,6 @@ mod proxy_discovery;
 mod proxy_forwarding;
 mod proxy_logs;
 mod proxy_paths;
+mod replica_propagation;
 mod secrets_at_rest;
 mod store;
