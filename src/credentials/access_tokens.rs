@@ -348,43 +348,31 @@ impl AccessTokens {
                 self.cache.insert(account_id, token.clone());
                 Ok(Some(token))
             }
-            Err(OAuthError::DeadGrant { code, message }) => {
-                self.metrics
-                    .token_refresh
-                    .with_label_values(&[provider_label.as_str(), "invalid_grant"])
-                    .inc();
-                let text = format!("{code}: {message}");
-                self.fail(
-                    account_id,
-                    version,
-                    Some((AccountStatus::Disconnected, text.clone())),
-                    &text,
-                    account,
-                )
-                .await
-            }
-            Err(OAuthError::Misconfigured { code, message }) => {
-                self.metrics
-                    .token_refresh
-                    .with_label_values(&[provider_label.as_str(), "invalid_grant"])
-                    .inc();
-                let text = format!("{code}: {message}");
-                self.fail(
-                    account_id,
-                    version,
-                    Some((AccountStatus::Error, text.clone())),
-                    &text,
-                    account,
-                )
-                .await
-            }
             Err(error) => {
+                // A dead grant needs re-consent and a rejected app needs fixing: both need a
+                // human. Anything else is transient.
+                let human = match &error {
+                    OAuthError::DeadGrant { code, message } => {
+                        Some((AccountStatus::Disconnected, format!("{code}: {message}")))
+                    }
+                    OAuthError::Misconfigured { code, message } => {
+                        Some((AccountStatus::Error, format!("{code}: {message}")))
+                    }
+                    _ => None,
+                };
+                let outcome = if human.is_some() {
+                    "invalid_grant"
+                } else {
+                    "transient"
+                };
                 self.metrics
                     .token_refresh
-                    .with_label_values(&[provider_label.as_str(), "transient"])
+                    .with_label_values(&[provider_label.as_str(), outcome])
                     .inc();
-                let text = error.to_string();
-                self.fail(account_id, version, None, &text, account).await
+                let text = human
+                    .as_ref()
+                    .map_or_else(|| error.to_string(), |(_, text)| text.clone());
+                self.fail(account_id, version, human, &text, account).await
             }
         }
     }
