@@ -38,9 +38,6 @@ pub enum ApiError {
     /// Proxy step 5.
     #[error("invalid path")]
     InvalidPath,
-    /// Proxy step 6: this build cannot inject the target's credential type yet.
-    #[error("credential type not available yet: {0}")]
-    CredentialUnavailable(&'static str),
     /// Proxy step 6: the target's stored credential cannot be opened.
     #[error("stored credential cannot be opened")]
     CredentialBroken,
@@ -85,7 +82,6 @@ impl ApiError {
                 AccessError::TargetNotFound => StatusCode::NOT_FOUND,
             },
             Self::InvalidPath => StatusCode::BAD_REQUEST,
-            Self::CredentialUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::CredentialBroken => StatusCode::INTERNAL_SERVER_ERROR,
             Self::EgressDenied | Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -184,7 +180,6 @@ impl ApiError {
         match self {
             Self::Access(error) => error.audit_code(),
             Self::InvalidPath => "invalid_path",
-            Self::CredentialUnavailable(_) => "credential_unavailable",
             Self::CredentialBroken | Self::Crypto(_) => "credential_error",
             Self::EgressDenied => "egress_denied",
             Self::UpstreamUnreachable => "upstream_unreachable",
@@ -247,6 +242,7 @@ impl ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::accounts::AccountStatus;
 
     #[test]
     fn every_variant_has_its_status_and_message() {
@@ -312,10 +308,47 @@ mod tests {
             (AccessError::ReadOnly.into(), 403, "read-only access"),
             (ApiError::InvalidPath, 400, "invalid path"),
             (
-                ApiError::CredentialUnavailable("oauth2_refresh_token"),
+                TokenError::Unavailable {
+                    account: ada(AccountStatus::Disconnected),
+                    message: "invalid_grant: revoked".into(),
+                }
+                .into(),
                 503,
-                "credential type not available yet: oauth2_refresh_token",
+                "connected account ada@example.com is disconnected: invalid_grant: revoked",
             ),
+            (
+                TokenError::Transient {
+                    account: ada(AccountStatus::Connected),
+                    retry_after: std::time::Duration::from_secs(4),
+                }
+                .into(),
+                503,
+                "could not refresh the access token of ada@example.com; retry later",
+            ),
+            (
+                TokenError::CredentialTransient {
+                    retry_after: std::time::Duration::from_secs(2),
+                }
+                .into(),
+                503,
+                "refreshing the target's OAuth credential failed; retry later",
+            ),
+            (
+                TokenError::Internal("x".into()).into(),
+                500,
+                "internal error",
+            ),
+            (
+                ConnectError::InvalidState.into(),
+                400,
+                "invalid or expired state",
+            ),
+            (
+                ConnectError::NotConfigured("OAUTH_X").into(),
+                409,
+                "provider is not configured: set OAUTH_X",
+            ),
+            (ConnectError::Crypto.into(), 500, "internal error"),
             (ApiError::CredentialBroken, 500, "internal error"),
             (ApiError::EgressDenied, 502, "upstream request failed"),
             (
@@ -329,6 +362,38 @@ mod tests {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
             assert_eq!(error.public_message(), message, "{error:?}");
         }
+    }
+
+    fn ada(status: AccountStatus) -> crate::credentials::AccountInfo {
+        crate::credentials::AccountInfo {
+            provider: "microsoft_365".into(),
+            email: "ada@example.com".into(),
+            status,
+        }
+    }
+
+    #[test]
+    fn connected_account_errors_carry_the_account_action_and_retry_after() {
+        let transient: ApiError = TokenError::Transient {
+            account: ada(AccountStatus::Connected),
+            retry_after: std::time::Duration::from_millis(1500),
+        }
+        .into();
+        assert_eq!(transient.retry_after(), Some(1));
+        let details = transient.account_details().unwrap();
+        assert_eq!(details["account"]["email"], "ada@example.com");
+        assert_eq!(details["account"]["status"], "connected");
+        let dead: ApiError = TokenError::Unavailable {
+            account: ada(AccountStatus::Disconnected),
+            message: String::new(),
+        }
+        .into();
+        assert_eq!(dead.retry_after(), None);
+        assert_eq!(
+            dead.account_details().unwrap()["action"],
+            "ask an admin to reconnect this account"
+        );
+        assert_eq!(ApiError::InvalidPath.account_details(), None);
     }
 
     #[test]

@@ -35,8 +35,6 @@ pub enum Injection {
     Account(AccountRef),
     /// The access token of an `oauth2_refresh_token` auth method, from `AccessTokens`.
     RefreshedToken(MethodRef),
-    /// A credential type this build cannot inject yet; requests get 503.
-    Unavailable(&'static str),
     /// The stored credential could not be opened; requests get 500.
     Broken,
 }
@@ -53,7 +51,6 @@ impl std::fmt::Debug for Injection {
             Self::Query(_) => write!(f, "Query(…)"),
             Self::Account(account) => write!(f, "Account({})", account.id),
             Self::RefreshedToken(method) => write!(f, "RefreshedToken({})", method.method_id),
-            Self::Unavailable(kind) => write!(f, "Unavailable({kind})"),
             Self::Broken => write!(f, "Broken"),
         }
     }
@@ -167,15 +164,12 @@ impl SnapshotSource {
                 )
                 .ok()
                 .and_then(|text| Credential::from_stored(sealed.kind, &text).ok());
+            let method = MethodRef {
+                method_id: sealed.method_id,
+                target_id: sealed.target_id,
+            };
             let entry = match opened {
-                Some(Credential::OAuth2RefreshToken(_)) => (
-                    Injection::RefreshedToken(MethodRef {
-                        method_id: sealed.method_id,
-                        target_id: sealed.target_id,
-                    }),
-                    Vec::new(),
-                ),
-                Some(credential) => injection_for(&credential),
+                Some(credential) => injection_for(&credential, method),
                 None => {
                     tracing::error!(target_id = %sealed.target_id, "stored credential cannot be opened");
                     (Injection::Broken, Vec::new())
@@ -238,7 +232,7 @@ impl SnapshotSource {
 }
 
 /// How a credential goes on the wire, and the strings that would reveal it.
-fn injection_for(credential: &Credential) -> (Injection, Vec<String>) {
+fn injection_for(credential: &Credential, method: MethodRef) -> (Injection, Vec<String>) {
     let mut secrets: Vec<String> = credential
         .secret_values()
         .into_iter()
@@ -270,8 +264,8 @@ fn injection_for(credential: &Credential) -> (Injection, Vec<String>) {
                 .finish();
             Injection::Query(pair)
         }
-        // Handled by the caller (the token comes from `AccessTokens`).
-        Credential::OAuth2RefreshToken(_) => Injection::Unavailable("oauth2_refresh_token"),
+        // The access token comes from `AccessTokens`, per request.
+        Credential::OAuth2RefreshToken(_) => Injection::RefreshedToken(method),
     };
     // Short secrets would match unrelated header values; only scrub distinctive ones.
     secrets.retain(|s| s.len() >= 8);

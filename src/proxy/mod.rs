@@ -86,7 +86,6 @@ impl GatewayProxy {
             Injection::Nothing | Injection::Headers(_) => None,
             Injection::Query(pair) => Some(pair.as_str()),
             Injection::Account(_) | Injection::RefreshedToken(_) => None,
-            Injection::Unavailable(kind) => return Err(ApiError::CredentialUnavailable(kind)),
             Injection::Broken => return Err(ApiError::CredentialBroken),
         };
         ctx.upstream_target = upstream_path::upstream_target(
