@@ -1,6 +1,6 @@
-//! `Admin`: the extractor every management route takes. Accepts `Authorization: Bearer sga_…`
-//! when the token is the configured one or a stored, unrevoked admin token. (The web UI's
-//! session cookie will be a second way in, added here.)
+//! `Admin`: the extractor every management API route takes. Accepts `Authorization: Bearer
+//! sga_…` when the token is the configured one or a stored, unrevoked admin token. The web UI has
+//! its own way in (a session cookie from `/ui/login`, see `admin::ui`).
 
 use std::sync::Arc;
 

@@ -10,6 +10,7 @@ mod oauth;
 mod providers;
 mod targets;
 mod tokens;
+mod ui;
 
 use std::sync::Arc;
 
@@ -107,6 +108,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/ready", get(health::ready))
         .route("/oauth/authorize", get(oauth::authorize))
         .route("/oauth/callback", get(oauth::callback))
+        .merge(ui::router())
         .route(
             "/api/openapi.json",
             get(move || {

@@ -28,7 +28,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-fn binding_cookie(state: &AdminState, value: &str, max_age: u64) -> Option<HeaderValue> {
+pub(super) fn binding_cookie(state: &AdminState, value: &str, max_age: u64) -> Option<HeaderValue> {
     let secure = if state.public_url.scheme() == "https" {
         "; Secure"
     } else {

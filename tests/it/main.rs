@@ -28,3 +28,4 @@ mod proxy_paths;
 mod replica_propagation;
 mod secrets_at_rest;
 mod store;
+mod ui_browser;

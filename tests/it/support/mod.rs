@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod app;
+pub mod browser;
 pub mod db;
 pub mod oidc;
 

@@ -1,0 +1,309 @@
+//! `/ui/targets`: list, detail, and for standard targets create, edit and delete.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use maud::html;
+use uuid::Uuid;
+
+use super::{Nav, Session, UiResult, layout, see_other, when};
+use crate::admin::AdminState;
+use crate::manage::{NewTargetInput, TargetPatchInput, parse_id};
+
+pub async fn list(session: Session, State(state): State<Arc<AdminState>>) -> UiResult {
+    let targets = state.management.list_targets().await?;
+    let emails: HashMap<Uuid, String> = state
+        .accounts
+        .accounts()
+        .await?
+        .into_iter()
+        .map(|view| (view.account.id, view.account.email))
+        .collect();
+    let content = html! {
+        h1 { "Targets" }
+        @if targets.is_empty() {
+            p.empty { "No target yet." }
+        } @else {
+            table {
+                caption.sr-only { "Targets" }
+                thead { tr {
+                    th scope="col" { "Name" }
+                    th scope="col" { "Slug" }
+                    th scope="col" { "Base URL" }
+                    th scope="col" { "Auth methods" }
+                    th scope="col" { "State" }
+                } }
+                tbody {
+                    @for summary in &targets {
+                        @let target = &summary.target;
+                        tr {
+                            th scope="row" {
+                                a href=(format!("/ui/targets/{}", target.id)) { (target.name) }
+                                @if let Some(account) = target.connected_account_id {
+                                    " "
+                                    span.badge.managed {
+                                        "Managed by " (emails.get(&account).map_or("a connected account", String::as_str))
+                                    }
+                                }
+                            }
+                            td { code { (target.slug.as_str()) } }
+                            td.url { (target.base_url.as_str()) }
+                            td { (summary.auth_method_count) }
+                            td {
+                                @if target.enabled { span.badge.ok { "enabled" } }
+                                @else { span.badge.warn { "disabled" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section.card aria-labelledby="new-target" {
+            h2 #new-target { "Add a target" }
+            form.grid method="post" action="/ui/targets" {
+                (session.csrf_field())
+                label for="target-name" { "Name" }
+                input #target-name type="text" name="name" required;
+                label for="target-url" { "Base URL" }
+                input #target-url type="url" name="base_url" required placeholder="https://api.example.com";
+                label for="target-slug" { "Slug (optional)" }
+                input #target-slug type="text" name="slug";
+                div.span { button.primary type="submit" { "Add target" } }
+            }
+            p.hint { "Add its credentials (auth methods) with the management API or the CLI." }
+        }
+    };
+    Ok(layout(&session, Nav::Targets, "Targets", content))
+}
+
+pub async fn create(
+    session: Session,
+    State(state): State<Arc<AdminState>>,
+    body: Bytes,
+) -> UiResult {
+    let form = session.form(&body)?;
+    let slug = form
+        .get("slug")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let created = state
+        .management
+        .create_target(NewTargetInput {
+            name: form.get("name").unwrap_or_default().to_owned(),
+            base_url: form.get("base_url").unwrap_or_default().to_owned(),
+            slug,
+            enabled: None,
+        })
+        .await?;
+    Ok(see_other(&format!("/ui/targets/{}", created.target.id)))
+}
+
+pub async fn detail(
+    session: Session,
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+) -> UiResult {
+    let id = parse_id("id", &id)?;
+    let detail = state.management.target(&id.to_string()).await?;
+    let target = &detail.summary.target;
+    let methods = state.management.auth_methods(target.id).await?;
+    let permissions = state
+        .management
+        .store()
+        .permissions_on_target(target.id)
+        .await?;
+    let token_names: HashMap<Uuid, String> = state
+        .management
+        .list_tokens()
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect();
+    let managed = target.is_managed();
+    let content = html! {
+        p.crumbs { a href="/ui/targets" { "Targets" } " / " (target.name) }
+        h1 { (target.name) }
+        @if managed {
+            p.banner.info role="note" {
+                "Managed by "
+                strong { (detail.account.as_ref().map_or("a connected account", |a| a.email.as_str())) }
+                ". It changes only through its connected account: reconnect or disconnect it on "
+                a href="/ui/integrations" { "Integrations" } "."
+            }
+        }
+        dl.facts.card {
+            dt { "Slug" } dd { code { (target.slug.as_str()) } }
+            dt { "Base URL" } dd { (target.base_url.as_str()) }
+            dt { "State" } dd { @if target.enabled { "enabled" } @else { "disabled" } }
+            @if let Some(capability) = target.capability {
+                dt { "Capability" } dd { (capability.as_str()) }
+            }
+            dt { "Created" } dd { (when(&target.created_at)) }
+        }
+        section aria-labelledby="methods" {
+            h2 #methods { "Auth methods" }
+            @if methods.is_empty() {
+                p.empty { "No auth method." }
+            } @else {
+                table {
+                    thead { tr {
+                        th scope="col" { "Label" } th scope="col" { "Type" }
+                        th scope="col" { "Credential" } th scope="col" { "Default" }
+                        @if !managed { th scope="col" { span.sr-only { "Actions" } } }
+                    } }
+                    tbody {
+                        @for method in &methods {
+                            tr {
+                                th scope="row" { (method.label) }
+                                td { (method.kind.as_str()) }
+                                td { code { (method.credential_hint) } }
+                                td { @if method.is_default { "yes" } }
+                                @if !managed {
+                                    td {
+                                        form method="post" action=(format!("/ui/targets/{}/auth-methods/{}/delete", target.id, method.id)) {
+                                            (session.csrf_field())
+                                            button.small.danger type="submit" { "Remove" span.sr-only { " " (method.label) } }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="perms" {
+            h2 #perms { "Permissions" }
+            @if permissions.is_empty() {
+                p.empty { "No token may use this target." }
+            } @else {
+                table {
+                    thead { tr { th scope="col" { "Token" } th scope="col" { "Access" } th scope="col" { "Since" } } }
+                    tbody {
+                        @for permission in &permissions {
+                            tr {
+                                th scope="row" {
+                                    a href=(format!("/ui/tokens/{}", permission.token_id)) {
+                                        (token_names.get(&permission.token_id).map_or("unknown token", String::as_str))
+                                    }
+                                }
+                                td { @if permission.read_only { "read-only" } @else { "read and write" } }
+                                td { (when(&permission.created_at)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if !managed {
+            section.card aria-labelledby="edit" {
+                h2 #edit { "Edit target" }
+                form.grid method="post" action=(format!("/ui/targets/{}/edit", target.id)) {
+                    (session.csrf_field())
+                    label for="edit-name" { "Name" }
+                    input #edit-name type="text" name="name" value=(target.name) required;
+                    label for="edit-url" { "Base URL" }
+                    input #edit-url type="url" name="base_url" value=(target.base_url.as_str()) required;
+                    label for="edit-enabled" { "Enabled" }
+                    input #edit-enabled type="checkbox" name="enabled" checked[target.enabled];
+                    div.span { button.primary type="submit" { "Save" } }
+                }
+            }
+            section.card aria-labelledby="new-method" {
+                h2 #new-method { "Add an auth method" }
+                form.grid method="post" action=(format!("/ui/targets/{}/auth-methods", target.id)) {
+                    (session.csrf_field())
+                    label for="method-label" { "Label" }
+                    input #method-label type="text" name="label" required;
+                    label for="method-type" { "Type" }
+                    select #method-type name="type" {
+                        option value="bearer" { "Bearer token" }
+                        option value="basic" { "Basic (user:password)" }
+                    }
+                    label for="method-credential" { "Credential" }
+                    input #method-credential type="password" name="credential" autocomplete="off" required;
+                    div.span { button.primary type="submit" { "Add auth method" } }
+                }
+                p.hint { "Only a hint of the credential is ever shown again. Other types: use the management API." }
+            }
+            section.card.danger-zone aria-labelledby="delete" {
+                h2 #delete { "Delete target" }
+                p { "Deletes the target, its auth methods and every permission on it." }
+                form method="post" action=(format!("/ui/targets/{}/delete", target.id)) {
+                    (session.csrf_field())
+                    button.danger type="submit" { "Delete " (target.name) }
+                }
+            }
+        }
+    };
+    Ok(layout(&session, Nav::Targets, &target.name, content))
+}
+
+pub async fn edit(
+    session: Session,
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> UiResult {
+    let form = session.form(&body)?;
+    let id = parse_id("id", &id)?;
+    state
+        .management
+        .update_target(
+            id,
+            TargetPatchInput {
+                name: form.get("name").map(str::to_owned),
+                base_url: form.get("base_url").map(str::to_owned),
+                enabled: Some(form.checked("enabled")),
+            },
+        )
+        .await?;
+    Ok(see_other(&format!("/ui/targets/{id}")))
+}
+
+pub async fn delete(
+    session: Session,
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> UiResult {
+    session.form(&body)?;
+    state.management.delete_target(parse_id("id", &id)?).await?;
+    Ok(see_other("/ui/targets"))
+}
+
+pub async fn create_auth_method(
+    session: Session,
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> UiResult {
+    let form = session.form(&body)?;
+    let id = parse_id("id", &id)?;
+    state
+        .management
+        .create_auth_method(
+            id,
+            form.get("label").unwrap_or_default(),
+            form.get("type").unwrap_or_default(),
+            &serde_json::Value::String(form.get("credential").unwrap_or_default().to_owned()),
+            None,
+        )
+        .await?;
+    Ok(see_other(&format!("/ui/targets/{id}#methods")))
+}
+
+pub async fn delete_auth_method(
+    session: Session,
+    State(state): State<Arc<AdminState>>,
+    Path((id, method_id)): Path<(String, String)>,
+    body: Bytes,
+) -> UiResult {
+    session.form(&body)?;
+    let (id, method_id) = (parse_id("id", &id)?, parse_id("method_id", &method_id)?);
+    state.management.delete_auth_method(id, method_id).await?;
+    Ok(see_other(&format!("/ui/targets/{id}#methods")))
+}
