@@ -28,6 +28,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::AdminState;
 use super::auth::Admin;
+use super::oauth::cookie;
 use crate::api_error::ApiError;
 
 /// The session cookie.
@@ -134,17 +135,6 @@ impl Sessions {
     fn remove(&self, id: &str) {
         self.0.lock().remove(&digest(id));
     }
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_owned())
 }
 
 fn session_cookie(state: &AdminState, value: &str, max_age: u64) -> Option<HeaderValue> {
