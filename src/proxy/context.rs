@@ -1,5 +1,6 @@
 //! `RequestCtx`: what one request has learned so far, from `new_ctx` to `logging`.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -9,6 +10,8 @@ use crate::api_error::ApiError;
 
 pub struct RequestCtx {
     pub started: Instant,
+    /// The agent's address, read once from the connection.
+    pub client_ip: IpAddr,
     /// Set once steps 1–2 passed: such a request is audited (SPEC §4 step 9).
     pub caller: Option<Arc<TokenEntry>>,
     /// Slug as requested (for the audit row), once routed to `/gateway/{slug}`.
@@ -33,6 +36,7 @@ impl RequestCtx {
         in_flight.fetch_add(1, Ordering::AcqRel);
         Self {
             started: Instant::now(),
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             caller: None,
             slug: None,
             grant: None,

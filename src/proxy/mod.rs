@@ -32,7 +32,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 
-use crate::access::{AccessControl, Injection};
+use crate::access::{AccessControl, AccessError, Caller, Injection, TargetEntry};
 use crate::api_error::ApiError;
 use crate::audit::AuditSink;
 use crate::config::UpstreamConfig;
@@ -63,30 +63,20 @@ impl GatewayProxy {
         rest: &str,
         query: Option<&str>,
     ) -> Result<(), ApiError> {
-        let header = session.req_header();
-        let caller = self
-            .access
-            .authenticate(
-                header.headers.get("authorization").map(|v| v.as_bytes()),
-                client_ip(session),
-            )
-            .inspect_err(|error| {
-                if let Some(reason) = error.auth_failure_reason() {
-                    self.metrics
-                        .auth_failures
-                        .with_label_values(&[reason])
-                        .inc();
-                }
-            })?;
+        let caller = self.authenticate(session, ctx)?;
         ctx.caller = Some(caller.token.clone());
         ctx.slug = Some(slug.to_owned());
-        let grant = self.access.authorize(&caller, slug, &header.method)?;
+        let grant = self
+            .access
+            .authorize(&caller, slug, &session.req_header().method)?;
         upstream_path::check_rest(rest).map_err(|_| ApiError::InvalidPath)?;
         let extra_query = match &grant.target.injection {
-            Injection::Nothing | Injection::Headers(_) => None,
             Injection::Query(pair) => Some(pair.as_str()),
-            Injection::Account(_) | Injection::RefreshedToken(_) => None,
             Injection::Broken => return Err(ApiError::CredentialBroken),
+            Injection::Nothing
+            | Injection::Headers(_)
+            | Injection::Account(_)
+            | Injection::RefreshedToken(_) => None,
         };
         ctx.upstream_target = upstream_path::upstream_target(
             grant.target.target.base_url.path(),
@@ -96,6 +86,25 @@ impl GatewayProxy {
         );
         ctx.grant = Some(grant);
         Ok(())
+    }
+
+    /// Steps 1–2, counting refusals in `gatehouse_auth_failures_total`.
+    fn authenticate(&self, session: &Session, ctx: &RequestCtx) -> Result<Caller, AccessError> {
+        let authorization = session
+            .req_header()
+            .headers
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        self.access
+            .authenticate(authorization, ctx.client_ip)
+            .inspect_err(|error| {
+                if let Some(reason) = error.auth_failure_reason() {
+                    self.metrics
+                        .auth_failures
+                        .with_label_values(&[reason])
+                        .inc();
+                }
+            })
     }
 
     async fn refuse(
@@ -109,13 +118,15 @@ impl GatewayProxy {
         Ok(true)
     }
 
-    fn audit_entry(&self, session: &Session, ctx: &RequestCtx, status: u16) -> Option<AuditEntry> {
+    /// The audit row of a request that passed steps 1–2; `target` is the known target, if any.
+    fn audit_entry(
+        session: &Session,
+        ctx: &RequestCtx,
+        target: Option<&TargetEntry>,
+        status: u16,
+    ) -> Option<AuditEntry> {
         let token = ctx.caller.as_ref()?;
         let slug = ctx.slug.clone()?;
-        let target = match &ctx.grant {
-            Some(grant) => Some(grant.target.clone()),
-            None => self.access.snapshot().target(&slug),
-        };
         Some(AuditEntry {
             id: uuid::Uuid::new_v4(),
             token_id: Some(token.id),
@@ -125,7 +136,7 @@ impl GatewayProxy {
             method: session.req_header().method.as_str().to_owned(),
             path: ctx.audit_path.clone(),
             status_code: status,
-            client_ip: client_ip(session).to_string(),
+            client_ip: ctx.client_ip.to_string(),
             duration_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             upstream_ms: ctx
                 .upstream_elapsed
@@ -164,6 +175,7 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        ctx.client_ip = client_ip(session);
         let header = session.req_header();
         let host = header.headers.get("host").and_then(|h| h.to_str().ok());
         let target = match upstream_path::origin_form(header.raw_path(), host) {
@@ -175,25 +187,14 @@ impl ProxyHttp for GatewayProxy {
                 respond::json(session, 200, &serde_json::json!({"status": "ok"})).await?;
                 Ok(true)
             }
-            Route::Discovery => {
-                let authorization = header.headers.get("authorization").map(|v| v.as_bytes());
-                match self.access.authenticate(authorization, client_ip(session)) {
-                    Ok(caller) => {
-                        let body = discovery::body(&self.access.visible_targets(caller.token.id));
-                        respond::json(session, 200, &body).await?;
-                        Ok(true)
-                    }
-                    Err(error) => {
-                        if let Some(reason) = error.auth_failure_reason() {
-                            self.metrics
-                                .auth_failures
-                                .with_label_values(&[reason])
-                                .inc();
-                        }
-                        self.refuse(session, ctx, error.into()).await
-                    }
+            Route::Discovery => match self.authenticate(session, ctx) {
+                Ok(caller) => {
+                    let body = discovery::body(&self.access.visible_targets(caller.token.id));
+                    respond::json(session, 200, &body).await?;
+                    Ok(true)
                 }
-            }
+                Err(error) => self.refuse(session, ctx, error.into()).await,
+            },
             Route::Gateway { slug, rest, query } => {
                 ctx.audit_path = target.split('?').next().unwrap_or_default().to_owned();
                 if let Err(error) = self.admit(session, ctx, slug, rest, query) {
@@ -342,9 +343,15 @@ impl ProxyHttp for GatewayProxy {
                 .observe(elapsed.as_secs_f64());
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        // The target, looked up once: the metric label (bounded: unknown slugs are "-") and the
+        // audit row's target id.
+        let target = match (&ctx.grant, &ctx.slug) {
+            (Some(grant), _) => Some(grant.target.clone()),
+            (None, Some(slug)) => self.access.snapshot().target(slug),
+            (None, None) => None,
+        };
         if let Some(slug) = &ctx.slug {
-            let known = ctx.grant.is_some() || self.access.snapshot().target(slug).is_some();
-            let label = if known { slug.as_str() } else { "-" };
+            let label = if target.is_some() { slug.as_str() } else { "-" };
             self.metrics
                 .requests
                 .with_label_values(&[label, status_class(status)])
@@ -353,7 +360,7 @@ impl ProxyHttp for GatewayProxy {
                 .request_duration
                 .observe(ctx.started.elapsed().as_secs_f64());
         }
-        if let Some(entry) = self.audit_entry(session, ctx, status) {
+        if let Some(entry) = Self::audit_entry(session, ctx, target.as_deref(), status) {
             self.audit.record(entry);
         }
     }

@@ -1,5 +1,6 @@
 //! The binary as an operator runs it: exit codes, one-line startup errors, the embedded default.
 
+use crate::support::child::{strip_ansi, wait_with_deadline};
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -205,40 +206,6 @@ fn embedded_default_start_and_clean_sigterm() {
         .find(|l| l.starts_with("sga_"))
         .expect("admin token printed once");
     assert!(gatehouse::domain::tokens::AdminToken::parse(token_line).is_some());
-}
-
-fn wait_with_deadline(
-    child: &mut std::process::Child,
-    limit: Duration,
-) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A minimal blocking HTTP/1.1 GET on loopback, so this test needs no runtime.

@@ -10,6 +10,7 @@ use gatehouse::domain::tokens::{AdminToken, AgentToken};
 use parking_lot::Mutex;
 use serde_json::json;
 
+use crate::support::child::{strip_ansi, wait_with_deadline};
 use crate::support::upstream::FakeUpstream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
@@ -27,37 +28,6 @@ fn collect(
             log.push('\n');
         }
     })
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn wait_with_deadline(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Kills the child if the test fails before SIGTERM.

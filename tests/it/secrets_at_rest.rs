@@ -11,6 +11,7 @@ use sea_orm::{ConnectionTrait as _, Database, DbBackend, Statement};
 use serde_json::json;
 
 use crate::support::admin::{contains_bytes, json_id};
+use crate::support::child::{strip_ansi, wait_with_deadline};
 use crate::support::{TestApp, TestDb};
 
 /// Every table row of the public schema as text (`row::text` renders every column, bytea as
@@ -144,40 +145,6 @@ async fn credentials_are_not_stored_in_plaintext() {
 }
 
 // --- the log ---------------------------------------------------------------------------------
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn wait_with_deadline(
-    child: &mut std::process::Child,
-    limit: Duration,
-) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_reaches_the_log_at_trace_level() {

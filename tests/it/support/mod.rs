@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod admin;
 pub mod app;
 pub mod browser;
+pub mod child;
 pub mod db;
 pub mod oidc;
 
