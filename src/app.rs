@@ -65,7 +65,7 @@ pub async fn open_store(config: &Config) -> Result<Store, StartupError> {
 }
 
 /// The current encryption key (from the environment, the key file, or generated into it).
-pub fn load_secret_box(config: &Config) -> Result<(SecretBox, KeyOrigin), StartupError> {
+pub fn load_secret_box(config: &Config) -> Result<SecretBox, StartupError> {
     let (key, origin) =
         crypto::load_or_generate_key(config.env.encryption_key, &config.secrets.key_file)?;
     if origin == KeyOrigin::Generated {
@@ -75,16 +75,13 @@ pub fn load_secret_box(config: &Config) -> Result<(SecretBox, KeyOrigin), Startu
              back it up, or every stored secret is lost with it"
         );
     }
-    Ok((
-        SecretBox::new(&key, &config.env.old_encryption_keys),
-        origin,
-    ))
+    Ok(SecretBox::new(&key, &config.env.old_encryption_keys))
 }
 
 /// The management services on their own, for CLI commands that share the admin API's rules.
 pub async fn management(config: &Config) -> Result<Management, StartupError> {
     let store = open_store(config).await?;
-    let (secret_box, _) = load_secret_box(config)?;
+    let secret_box = load_secret_box(config)?;
     Ok(Management::new(
         store,
         Arc::new(secret_box),
@@ -115,7 +112,7 @@ impl App {
         )?;
 
         let store = open_store(&config).await?;
-        let (secret_box, key_origin) = load_secret_box(&config)?;
+        let secret_box = load_secret_box(&config)?;
         let generated_admin_token = bootstrap_admin_token(&store, &config).await?;
         let metrics = Arc::new(Metrics::new()?);
 
@@ -241,7 +238,6 @@ impl App {
             admin_addr,
             metrics_addr,
             generated_admin_token,
-            key_origin,
             store,
             proxy,
             shutdown,
@@ -260,7 +256,6 @@ pub struct RunningApp {
     pub metrics_addr: SocketAddr,
     /// Set when this start created the first admin token; show it once, then drop it.
     pub generated_admin_token: Option<AdminToken>,
-    pub key_origin: KeyOrigin,
     store: Store,
     proxy: ProxyHandle,
     shutdown: watch::Sender<bool>,

@@ -125,10 +125,6 @@ impl Metrics {
         })
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// The Prometheus text format of every registered family.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();

@@ -12,7 +12,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use uuid::Uuid;
 
 use crate::domain::tokens::AgentToken;
 
@@ -65,10 +64,12 @@ impl AccessError {
     }
 }
 
-/// A token that passed steps 1–2.
+/// A token that passed steps 1–2, with the snapshot it was checked against (steps 3–4 use the
+/// same one: one consistent view, one lock per request).
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub token: Arc<TokenEntry>,
+    snapshot: Arc<Snapshot>,
 }
 
 /// A caller allowed on a target (steps 1–4 passed).
@@ -124,7 +125,10 @@ impl AccessControl {
         if !entry.allowed_ips.allows(client_ip) {
             return Err(AccessError::IpNotAllowed);
         }
-        Ok(Caller { token: entry })
+        Ok(Caller {
+            token: entry,
+            snapshot,
+        })
     }
 
     /// Steps 3–4 for an authenticated caller.
@@ -134,7 +138,7 @@ impl AccessControl {
         slug: &str,
         method: &http::Method,
     ) -> Result<Grant, AccessError> {
-        let snapshot = self.snapshot();
+        let snapshot = &caller.snapshot;
         let target = snapshot
             .target(slug)
             .filter(|t| t.target.enabled)
@@ -156,8 +160,8 @@ impl AccessControl {
         })
     }
 
-    /// The enabled targets a token may use, for `/discovery`.
-    pub fn visible_targets(&self, token_id: Uuid) -> Vec<Arc<TargetEntry>> {
-        self.snapshot().targets_of(token_id)
+    /// The enabled targets a caller may use, for `/discovery`.
+    pub fn visible_targets(&self, caller: &Caller) -> Vec<Arc<TargetEntry>> {
+        caller.snapshot.targets_of(caller.token.id)
     }
 }

@@ -189,7 +189,7 @@ impl ProxyHttp for GatewayProxy {
             }
             Route::Discovery => match self.authenticate(session, ctx) {
                 Ok(caller) => {
-                    let body = discovery::body(&self.access.visible_targets(caller.token.id));
+                    let body = discovery::body(&self.access.visible_targets(&caller));
                     respond::json(session, 200, &body).await?;
                     Ok(true)
                 }
