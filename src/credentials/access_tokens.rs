@@ -637,20 +637,14 @@ impl AccessTokens {
             )
             .await;
         match due {
-            Ok(ids) => {
-                for id in ids {
-                    // A stale-but-valid token needs forcing: ask for more validity than it has.
-                    let stale_force = Duration::from_secs(365 * 24 * 3600);
-                    let window = match self.store.account_tokens(id).await {
-                        Ok(row)
-                            if row
-                                .account
-                                .token_expires_at
-                                .is_some_and(|e| e > now + BACKGROUND_WINDOW) =>
-                        {
-                            stale_force
-                        }
-                        _ => BACKGROUND_WINDOW,
+            Ok(due) => {
+                for (id, expires_at) in due {
+                    // Due only for its age (token still valid beyond the window): force the
+                    // refresh by asking for more validity than any token has.
+                    let window = if expires_at.is_some_and(|e| e > now + BACKGROUND_WINDOW) {
+                        Duration::from_secs(365 * 24 * 3600)
+                    } else {
+                        BACKGROUND_WINDOW
                     };
                     if let Err(error) = self.ensure_fresh(id, window).await {
                         tracing::debug!(%id, %error, "background refresh did not succeed");

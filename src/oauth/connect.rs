@@ -357,14 +357,13 @@ impl ConnectFlow {
         let targets = self.store.targets_of_account(id).await?;
         self.store.delete_connected_account(id).await?;
         self.access_tokens.forget(id);
+        for target in targets {
+            self.changes.publish(ChangeEvent::Target(target.id));
+        }
+        // One wait covers the events above: the reload that applies this one sees them all.
         self.changes
             .publish_and_wait(ChangeEvent::Account(id))
             .await;
-        for target in targets {
-            self.changes
-                .publish_and_wait(ChangeEvent::Target(target.id))
-                .await;
-        }
         Ok(())
     }
 

@@ -255,13 +255,13 @@ impl Store {
         Ok(update.exec(self.conn()).await?.rows_affected == 1)
     }
 
-    /// Connected accounts whose token expires before `expiring_before` or that were last
-    /// refreshed before `stale_before`.
+    /// Connected accounts (id, token expiry) whose token expires before `expiring_before` or
+    /// that were last refreshed before `stale_before`.
     pub async fn accounts_due_for_refresh(
         &self,
         expiring_before: Timestamp,
         stale_before: Timestamp,
-    ) -> Result<Vec<Uuid>, StoreError> {
+    ) -> Result<Vec<(Uuid, Option<Timestamp>)>, StoreError> {
         Ok(Accounts::find()
             .filter(connected_accounts::Column::Status.eq(AccountStatus::Connected.as_str()))
             .filter(
@@ -273,7 +273,7 @@ impl Store {
             .all(self.conn())
             .await?
             .into_iter()
-            .map(|m| m.id)
+            .map(|m| (m.id, m.token_expires_at))
             .collect())
     }
 }
