@@ -174,8 +174,15 @@ impl App {
             admin::metrics_router(metrics.clone()),
             shutdown_rx,
         ));
+        // Periodic background work (snapshot reloads, the due-refresh scan, the replication
+        // poll) runs on a small pool of its own, so the main pool's statement counter measures
+        // only what requests and admin calls cause.
+        let background_store =
+            Store::connect(&config.database.url, 2, config.database.connect_timeout)
+                .await
+                .map_err(StartupError::Database)?;
         let snapshot_source = SnapshotSource {
-            store: store.clone(),
+            store: background_store.clone(),
             secrets: secret_box.clone(),
         };
         let snapshot = snapshot_source
@@ -201,11 +208,11 @@ impl App {
             background_stop.subscribe(),
         );
         // A pool of its own for the replication poll, so it never counts against requests.
-        let feed_store = Store::connect(&config.database.url, 1, config.database.connect_timeout)
-            .await
-            .map_err(StartupError::Database)?;
-        let replication =
-            change_feed::replicate(feed_store, changes.clone(), background_stop.subscribe());
+        let replication = change_feed::replicate(
+            background_store.clone(),
+            changes.clone(),
+            background_stop.subscribe(),
+        );
         let gateway = GatewayProxy {
             access,
             audit: audit_sink,
@@ -217,6 +224,7 @@ impl App {
         };
         let refresher = crate::credentials::access_tokens::spawn_refresher(
             access_tokens,
+            background_store,
             crate::credentials::access_tokens::BACKGROUND_INTERVAL,
             background_stop.subscribe(),
         );

@@ -626,10 +626,10 @@ impl AccessTokens {
     }
 
     /// One pass of the background refresher: accounts expiring soon or not refreshed for a day.
-    pub async fn refresh_due(self: &Arc<Self>) {
+    /// `scan` is the store to list due accounts from (the app passes its background pool).
+    pub async fn refresh_due(self: &Arc<Self>, scan: &Store) {
         let now = Utc::now();
-        let due = self
-            .store
+        let due = scan
             .accounts_due_for_refresh(
                 now + BACKGROUND_WINDOW,
                 now - chrono::Duration::from_std(MAX_REFRESH_AGE)
@@ -659,6 +659,7 @@ impl AccessTokens {
 /// Run `refresh_due` every `every` until shutdown.
 pub fn spawn_refresher(
     tokens: Arc<AccessTokens>,
+    scan: Store,
     every: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -668,7 +669,7 @@ pub fn spawn_refresher(
             tokio::select! {
                 // The watch guard must not live across the refresh's awaits.
                 _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
-                _ = tick.tick() => tokens.refresh_due().await,
+                _ = tick.tick() => tokens.refresh_due(&scan).await,
             }
         }
     })
