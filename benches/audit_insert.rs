@@ -16,7 +16,7 @@ const BATCH: usize = 256;
 fn batch() -> Vec<AuditEntry> {
     (0..BATCH)
         .map(|i| AuditEntry {
-            id: uuid::Uuid::new_v4(),
+            id: uuid::Uuid::now_v7(),
             token_id: None,
             token_name: "bench-agent".to_owned(),
             target_id: None,

@@ -6,8 +6,10 @@
 #   bash benches/load.sh            # from the repository root (or anywhere: it finds the root)
 #
 # Knobs (environment): DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), C1_DURATION (5s),
-# STREAM_BYTES (1G), SLOW_RATE (256M, curl --limit-rate of the slow-client download),
+# STREAM_BYTES (1G), IDLE_WAIT (12, seconds idle before the last RSS reading), SLOW_RATE (256M, curl --limit-rate of the slow-client download),
 # SAMPLE_INTERVAL (0.5, seconds between VmRSS samples), SKIP_BUILD (unset: build),
+# PROFILE (release; `profiling` is the same build with symbols, for perf), PERF_DATA (unset: when
+# set, `perf record` samples Gatehouse during its -c$CONNS run into that file; PERF_FREQ, PERF_ARGS),
 # RESULTS_DIR (unset: when set, wrk outputs, RSS samples and the Gatehouse log are copied there),
 # GATEHOUSE_EXTRA_ENV (unset: extra VAR=value words for Gatehouse, for diagnostic runs only, e.g.
 # "GATEHOUSE__AUDIT__QUEUE_CAPACITY=1"; the report prints them so such a run is never mistaken
@@ -28,6 +30,7 @@ C1_DURATION=${C1_DURATION:-5s}
 STREAM_BYTES=${STREAM_BYTES:-1G}
 SLOW_RATE=${SLOW_RATE:-256M}
 SAMPLE_INTERVAL=${SAMPLE_INTERVAL:-0.5}
+IDLE_WAIT=${IDLE_WAIT:-12}
 # Upper bound on one streaming transfer (curl --max-time) and on the samples taken during it.
 STREAM_MAX_SECONDS=120
 
@@ -131,11 +134,12 @@ mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 # ---------------------------------------------------------------------------------------------
 # Build
 # ---------------------------------------------------------------------------------------------
-GATEHOUSE=$ROOT/target/release/gatehouse
+PROFILE=${PROFILE:-release}
+GATEHOUSE=$ROOT/target/$PROFILE/gatehouse
 if [[ -z ${SKIP_BUILD:-} ]]; then
-    log "cargo build --release (output in $WORK/build.log)"
-    (cd "$ROOT" && cargo build --release --bin gatehouse) >"$WORK/build.log" 2>&1 ||
-        { tail -n 30 "$WORK/build.log" >&2; die "cargo build --release failed"; }
+    log "cargo build --profile $PROFILE (output in $WORK/build.log)"
+    (cd "$ROOT" && cargo build --profile "$PROFILE" --bin gatehouse) >"$WORK/build.log" 2>&1 ||
+        { tail -n 30 "$WORK/build.log" >&2; die "cargo build --profile $PROFILE failed"; }
 fi
 [[ -x $GATEHOUSE ]] || die "$GATEHOUSE not found"
 
@@ -345,7 +349,16 @@ run_wrk() {
     tw=$(time_wait)
     cn=$(cpu_ticks "$NGINX_WORKER")
     cg=$(cpu_ticks "$GH_PID")
+    local perf_pid=
+    if [[ -n ${PERF_DATA:-} && $key == gatehouse/c$CONNS ]]; then
+        perf record -q -F "${PERF_FREQ:-997}" ${PERF_ARGS:-} -o "$PERF_DATA" -p "$GH_PID" 2>/dev/null &
+        perf_pid=$!
+    fi
     out=$(timeout 60 wrk -t"$t" -c"$c" -d"$d" --latency -H "$AUTH" "$url")
+    if [[ -n $perf_pid ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+    fi
     CPU_NGINX[$key]=$(($(cpu_ticks "$NGINX_WORKER") - cn))
     CPU_GH[$key]=$(($(cpu_ticks "$GH_PID") - cg))
     CONNS_CLOSED[$key]=$(($(time_wait) - tw))
@@ -361,7 +374,7 @@ run_wrk() {
     log "$key: ${RPS[$key]} req/s, p50 ${P50[$key]} ms, p99 ${P99[$key]} ms, non-2xx ${NON2XX[$key]}, socket errors ${ERRS[$key]}, upstream connections closed ${CONNS_CLOSED[$key]}"
 }
 
-SCENARIOS=(direct nginx gatehouse)
+read -r -a SCENARIOS <<<"${SCENARIOS:-direct nginx gatehouse}"
 declare -A URL=(
     [direct]="http://127.0.0.1:$UPSTREAM_PORT/"
     [nginx]="http://127.0.0.1:$NGINX_PROXY_PORT/"
@@ -432,6 +445,12 @@ stream upload -X POST -T "$WORK/www/big.bin" -H 'Expect:' -H 'Content-Type: appl
     "http://127.0.0.1:$GH_PROXY_PORT/gateway/$SINK_SLUG/upload"
 SINK_RECEIVED=$(cat "$WORK/body-upload.txt" 2>/dev/null || echo '?')
 RSS_END=$(rss_kb "$GH_PID")
+# Idle again after all of the above: Gatehouse gives freed heap back when it has had no request
+# in flight at one of its 10 s ticks (src/memory.rs), so wait a little longer than that.
+log "idle for $IDLE_WAIT s, then VmRSS again"
+sleep "$IDLE_WAIT"
+RSS_IDLE_AFTER=$(rss_kb "$GH_PID")
+RSS_PARTS_AFTER=$(awk '/^(RssAnon|RssFile|RssShmem):/ {printf "%s %.1f MB  ", $1, $2 / 1024}' "/proc/$GH_PID/status" 2>/dev/null || true)
 
 # ---------------------------------------------------------------------------------------------
 # Report
@@ -498,7 +517,8 @@ mib_s() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
     echo "  at start (listening, empty):        $(mb "$RSS_START") MB"
     echo "  idle (2 targets, 1 token, before load): $(mb "$RSS_IDLE") MB"
     echo "  right after the -c$CONNS run:           $(mb "$RSS_AFTER_LOAD") MB (VmHWM so far $(mb "$HWM_LOAD") MB)"
-    echo "  at the end:                          $(mb "$RSS_END") MB"
+    echo "  after the streaming below:           $(mb "$RSS_END") MB"
+    echo "  idle again, ${IDLE_WAIT} s later:             $(mb "$RSS_IDLE_AFTER") MB ($RSS_PARTS_AFTER)"
     echo
     echo "Streaming $STREAM_SIZE bytes (VmRSS sampled every ${SAMPLE_INTERVAL}s; VmHWM = exact peak, reset before each transfer):"
     read -r dcode dbytes dspeed dtime <<<"$DIRECT_DOWNLOAD"

@@ -213,13 +213,16 @@ impl App {
             changes.clone(),
             background_stop.subscribe(),
         );
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let heap_trimmer =
+            crate::memory::spawn_heap_trimmer(in_flight.clone(), background_stop.subscribe());
         let gateway = GatewayProxy {
             access,
             audit: audit_sink,
             metrics: metrics.clone(),
             egress: EgressPolicy::new(config.upstream.allow_private),
             upstream: config.upstream.clone(),
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            in_flight,
             access_tokens: access_tokens.clone(),
         };
         let refresher = crate::credentials::access_tokens::spawn_refresher(
@@ -228,10 +231,16 @@ impl App {
             crate::credentials::access_tokens::BACKGROUND_INTERVAL,
             background_stop.subscribe(),
         );
-        let proxy = proxy::start(proxy_listener, gateway).map_err(|source| StartupError::Bind {
-            setting: "proxy.listen",
-            addr: config.proxy.listen,
-            source,
+        let proxy_threads = match config.proxy.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let proxy = proxy::start(proxy_listener, gateway, proxy_threads).map_err(|source| {
+            StartupError::Bind {
+                setting: "proxy.listen",
+                addr: config.proxy.listen,
+                source,
+            }
         })?;
         tracing::info!(
             proxy = %proxy.local_addr,
@@ -251,7 +260,13 @@ impl App {
             shutdown,
             background_stop,
             servers: vec![admin_task, metrics_task],
-            background: vec![audit_task, reload_task, refresher, replication],
+            background: vec![
+                audit_task,
+                reload_task,
+                refresher,
+                replication,
+                heap_trimmer,
+            ],
             grace: config.proxy.shutdown_grace,
         })
     }
@@ -283,7 +298,8 @@ impl RunningApp {
     /// period, then close the database pool.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let unfinished = self.proxy.shutdown(self.grace).await;
+        let mut proxy = self.proxy;
+        let unfinished = proxy.shutdown(self.grace).await;
         if unfinished > 0 {
             tracing::warn!(
                 unfinished,
@@ -299,6 +315,7 @@ impl RunningApp {
             let _ = tokio::time::timeout(self.grace, task).await;
         }
         self.store.close().await;
+        proxy.stop_workers().await;
         tracing::info!("gatehouse stopped");
     }
 }

@@ -1,12 +1,16 @@
 //! `AuditSink`: the proxy hands each audit event to a bounded channel and moves on; a writer
 //! task batches events into the store (and the tokens' `last_used_at`). A full channel drops
 //! the event and counts it — the reply is never delayed by auditing.
+//!
+//! The writer is not woken per event: once a batch has begun it sleeps for the flush interval
+//! without polling the queue (so `try_send` has no task to wake), and is woken early only when
+//! a full batch is waiting. Under load that is one wake-up per batch, not one per request.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
 
 use crate::config::AuditConfig;
@@ -18,6 +22,9 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AuditSink {
     sender: mpsc::Sender<AuditEntry>,
+    /// Wakes the writer before its interval ends once a full batch is queued.
+    batch_ready: Arc<Notify>,
+    batch_size: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -26,6 +33,12 @@ impl AuditSink {
     pub fn record(&self, entry: AuditEntry) {
         if self.sender.try_send(entry).is_err() {
             self.metrics.audit_dropped.inc();
+            return;
+        }
+        let queued = self.sender.max_capacity() - self.sender.capacity();
+        if queued >= self.batch_size {
+            // Cheap when a wake-up is already pending: one atomic compare-and-swap.
+            self.batch_ready.notify_one();
         }
     }
 }
@@ -38,19 +51,30 @@ pub fn start(
     shutdown: watch::Receiver<bool>,
 ) -> (AuditSink, tokio::task::JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(config.queue_capacity);
+    let batch_ready = Arc::new(Notify::new());
+    // A batch can never be larger than the queue, or "a full batch is waiting" would never hold.
+    let batch_size = config.batch_size.clamp(1, config.queue_capacity.max(1));
     let writer = Writer {
         store,
-        batch_size: config.batch_size,
+        batch_size,
         flush_interval: config.flush_interval,
+        batch_ready: batch_ready.clone(),
     };
     let task = tokio::spawn(writer.run(receiver, shutdown));
-    (AuditSink { sender, metrics }, task)
+    let sink = AuditSink {
+        sender,
+        batch_ready,
+        batch_size,
+        metrics,
+    };
+    (sink, task)
 }
 
 struct Writer {
     store: Store,
     batch_size: usize,
     flush_interval: Duration,
+    batch_ready: Arc<Notify>,
 }
 
 impl Writer {
@@ -67,12 +91,19 @@ impl Writer {
             };
             let Some(first) = first else { break };
             batch.push(first);
-            // Collect more until the batch is full or the interval since the first has passed.
-            let deadline = tokio::time::Instant::now() + self.flush_interval;
+            // Let the batch fill until the interval has passed or a full batch is queued,
+            // without polling the queue meanwhile (see the module comment).
+            if receiver.len() + 1 < self.batch_size {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.flush_interval) => {}
+                    _ = self.batch_ready.notified() => {}
+                    _ = shutdown.wait_for(|stop| *stop) => {}
+                }
+            }
             while batch.len() < self.batch_size {
-                match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                    Ok(Some(entry)) => batch.push(entry),
-                    Ok(None) | Err(_) => break,
+                match receiver.try_recv() {
+                    Ok(entry) => batch.push(entry),
+                    Err(_) => break,
                 }
             }
             self.write(&mut batch).await;

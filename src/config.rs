@@ -43,6 +43,8 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Worker threads of the proxy listener; 0 means one per CPU core.
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +175,7 @@ impl Default for ProxyConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             shutdown_grace: Duration::from_secs(10),
+            threads: 0,
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Agents hold scoped, revocable `sg_` tokens; Gatehouse checks them, injects the real
 //! credential of the target and forwards to the upstream. See `ARCHITECTURE.md` for the map.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod access;
 pub mod admin;
@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod domain;
 pub mod egress;
 pub mod manage;
+pub mod memory;
 pub mod metrics;
 pub mod oauth;
 pub mod proxy;

@@ -1,6 +1,6 @@
 //! `gatehouse` binary: parse the command line, run, and turn any error into one stderr line
 //! and a non-zero exit code.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use std::process::ExitCode;
 

@@ -1,34 +1,44 @@
 //! Header hygiene both ways (SPEC §4 step 7).
+//!
+//! Both directions walk the message's own headers once and remove what matches, instead of
+//! looking up every name on a fixed list: no name is parsed or allocated per request.
 
+use http::HeaderName;
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::access::{Injection, TargetEntry};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and their non-standard relatives.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    )
+}
 
 /// Headers an agent may not pass through: its own credential and forwarding claims.
-const AGENT_ONLY: [&str; 4] = ["authorization", "forwarded", "x-real-ip", "host"];
+fn is_agent_only(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "authorization" | "forwarded" | "x-real-ip" | "host"
+    ) || name.as_str().starts_with("x-forwarded-")
+}
 
-/// Names listed in `Connection` (which are hop-by-hop for this message).
-fn connection_listed(headers: &http::HeaderMap) -> Vec<String> {
+/// Whether `name` is listed in the message's `Connection` header (hop-by-hop for this message).
+fn listed_in_connection(headers: &http::HeaderMap, name: &HeaderName) -> bool {
     headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty())
-        .collect()
+        .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
 /// Rewrite the copy of the agent's request that goes upstream.
@@ -38,48 +48,55 @@ pub fn rewrite_request(
     host: &str,
     bearer: Option<&str>,
 ) -> pingora::Result<()> {
-    let mut remove: Vec<String> = connection_listed(&request.headers);
-    remove.extend(HOP_BY_HOP.iter().map(|s| (*s).to_owned()));
-    remove.extend(AGENT_ONLY.iter().map(|s| (*s).to_owned()));
-    remove.extend(
-        request
-            .headers
-            .keys()
-            .map(|name| name.as_str())
-            .filter(|name| name.starts_with("x-forwarded-"))
-            .map(str::to_owned),
-    );
-    if target.target.is_managed() {
-        remove.push("cookie".to_owned());
-    }
+    let managed = target.target.is_managed();
+    let remove: Vec<HeaderName> = request
+        .headers
+        .keys()
+        .filter(|name| {
+            is_hop_by_hop(name)
+                || is_agent_only(name)
+                || (managed && *name == http::header::COOKIE)
+                || listed_in_connection(&request.headers, name)
+        })
+        .cloned()
+        .collect();
     for name in &remove {
-        while request.remove_header(name.as_str()).is_some() {}
+        // `HeaderMap::remove` drops every value under the name.
+        request.remove_header(name);
     }
-    request.insert_header("host", host)?;
+    request.insert_header(http::header::HOST, host)?;
     if let Injection::Headers(headers) = &target.injection {
         for (name, value) in headers {
             request.insert_header(name.clone(), value.as_str())?;
         }
     }
     if let Some(token) = bearer {
-        request.insert_header("authorization", format!("Bearer {token}"))?;
+        request.insert_header(http::header::AUTHORIZATION, format!("Bearer {token}"))?;
     }
     Ok(())
 }
 
-/// Strip hop-by-hop headers and any header that would reveal the injected credential.
-pub fn rewrite_response(response: &mut ResponseHeader, secrets: &[String]) {
-    let mut remove: Vec<String> = connection_listed(&response.headers);
-    remove.extend(HOP_BY_HOP.iter().map(|s| (*s).to_owned()));
-    if !secrets.is_empty() {
-        for (name, value) in response.headers.iter() {
-            let value = String::from_utf8_lossy(value.as_bytes());
-            if secrets.iter().any(|secret| value.contains(secret.as_str())) {
-                remove.push(name.as_str().to_owned());
-            }
+/// Strip hop-by-hop headers and any header whose value contains one of `secrets` (the injected
+/// credential) or the injected access token `bearer`.
+pub fn rewrite_response(response: &mut ResponseHeader, secrets: &[String], bearer: Option<&str>) {
+    let reveals = |value: &[u8]| {
+        secrets
+            .iter()
+            .map(String::as_str)
+            .chain(bearer)
+            .filter(|secret| !secret.is_empty())
+            .any(|secret| memchr::memmem::find(value, secret.as_bytes()).is_some())
+    };
+    let mut remove: Vec<HeaderName> = Vec::new();
+    for (name, value) in response.headers.iter() {
+        let strip = is_hop_by_hop(name)
+            || listed_in_connection(&response.headers, name)
+            || reveals(value.as_bytes());
+        if strip && !remove.contains(name) {
+            remove.push(name.clone());
         }
     }
     for name in &remove {
-        while response.remove_header(name.as_str()).is_some() {}
+        response.remove_header(name);
     }
 }

@@ -128,7 +128,9 @@ impl GatewayProxy {
         let token = ctx.caller.as_ref()?;
         let slug = ctx.slug.clone()?;
         Some(AuditEntry {
-            id: uuid::Uuid::new_v4(),
+            // Time-ordered ids: rows land at the end of the primary-key index, not at random
+            // pages of it, which keeps the batched insert cheap as the table grows.
+            id: uuid::Uuid::now_v7(),
             token_id: Some(token.id),
             token_name: token.name.clone(),
             target_id: target.map(|t| t.target.id),
@@ -277,12 +279,8 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if let Some(grant) = &ctx.grant {
-            headers::rewrite_response(upstream_response, &grant.target.secrets);
-        }
-        if let Some(token) = &ctx.bearer {
-            headers::rewrite_response(upstream_response, &[token.to_string()]);
-        }
+        let secrets = ctx.grant.as_ref().map_or(&[][..], |g| &g.target.secrets);
+        headers::rewrite_response(upstream_response, secrets, ctx.bearer.as_deref());
         Ok(())
     }
 

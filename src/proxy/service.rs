@@ -1,4 +1,4 @@
-//! Running the Pingora proxy service on Gatehouse's own tokio runtime.
+//! Running the Pingora proxy service on a pool of its own worker threads.
 //!
 //! We do not use `pingora::server::Server`: it owns signal handling, sleeps the whole grace
 //! period on every shutdown and binds listeners itself with no way to report the bound port.
@@ -6,6 +6,13 @@
 //! `proxy.listen`, and port 0 works in tests), handed to Pingora through its listen-fd table,
 //! and the service is driven directly with our own shutdown watch. On shutdown the accept loop
 //! stops and we wait until in-flight requests finish or the grace period ends.
+//!
+//! The service runs on a tokio runtime of its own with `proxy.threads` workers, so the number
+//! of threads that serve agents is set apart from the admin API, the audit writer and the
+//! background work, which stay on the main runtime. (Pingora's "no-steal" runtime, one
+//! single-threaded runtime per worker, was measured and not kept: Pingora parks each idle
+//! upstream connection's watcher task on a random worker, so reusing a pooled connection
+//! crossed threads and often failed; docs/performance.md.)
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::IntoRawFd as _;
@@ -17,6 +24,7 @@ use std::time::Duration;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ListenFds};
 use pingora::services::Service as _;
+use pingora_runtime::Runtime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -28,10 +36,15 @@ pub struct ProxyHandle {
     shutdown: watch::Sender<bool>,
     in_flight: Arc<AtomicUsize>,
     task: JoinHandle<()>,
+    runtime: Runtime,
 }
 
-/// Start serving `proxy` on an already bound listener.
-pub fn start(listener: TcpListener, proxy: GatewayProxy) -> std::io::Result<ProxyHandle> {
+/// Start serving `proxy` on an already bound listener, on `threads` worker threads.
+pub fn start(
+    listener: TcpListener,
+    proxy: GatewayProxy,
+    threads: usize,
+) -> std::io::Result<ProxyHandle> {
     let local_addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let address = local_addr.to_string();
@@ -49,7 +62,8 @@ pub fn start(listener: TcpListener, proxy: GatewayProxy) -> std::io::Result<Prox
     let mut service = pingora::proxy::http_proxy_service(&conf, proxy);
     service.add_tcp(&address);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(async move {
+    let runtime = Runtime::new_steal(threads.max(1), "gatehouse-proxy");
+    let task = runtime.get_handle().spawn(async move {
         service.start_service(Some(fds), shutdown_rx, 1).await;
     });
     Ok(ProxyHandle {
@@ -57,19 +71,31 @@ pub fn start(listener: TcpListener, proxy: GatewayProxy) -> std::io::Result<Prox
         shutdown,
         in_flight,
         task,
+        runtime,
     })
 }
 
 impl ProxyHandle {
     /// Stop accepting, then wait for in-flight requests to finish, at most `grace`.
-    /// Returns the number of requests still in flight when the wait ended.
-    pub async fn shutdown(self, grace: Duration) -> usize {
+    /// Returns the number of requests still in flight when the wait ended. The worker threads
+    /// keep running until `stop_workers`: connections they opened (e.g. to the database while
+    /// refreshing a token) may still be in use by the rest of the app until it has stopped.
+    pub async fn shutdown(&mut self, grace: Duration) -> usize {
         let _ = self.shutdown.send(true);
         let deadline = tokio::time::Instant::now() + grace;
         while self.in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = tokio::time::timeout_at(deadline, self.task).await;
+        let _ = tokio::time::timeout_at(deadline, &mut self.task).await;
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// End the worker threads (off the async workers: dropping a runtime blocks).
+    pub async fn stop_workers(self) {
+        let runtime = self.runtime;
+        let _ = tokio::task::spawn_blocking(move || {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        })
+        .await;
     }
 }
