@@ -24,7 +24,7 @@ use std::time::Duration;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ListenFds};
 use pingora::services::Service as _;
-use pingora_runtime::Runtime;
+use tokio::runtime::Runtime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -36,7 +36,8 @@ pub struct ProxyHandle {
     shutdown: watch::Sender<bool>,
     in_flight: Arc<AtomicUsize>,
     task: JoinHandle<()>,
-    runtime: Runtime,
+    /// Taken by `stop_workers`; a handle dropped without it ends the workers in the background.
+    runtime: Option<Runtime>,
 }
 
 /// Start serving `proxy` on an already bound listener, on `threads` worker threads.
@@ -62,8 +63,13 @@ pub fn start(
     let mut service = pingora::proxy::http_proxy_service(&conf, proxy);
     service.add_tcp(&address);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let runtime = Runtime::new_steal(threads.max(1), "gatehouse-proxy");
-    let task = runtime.get_handle().spawn(async move {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("gatehouse-proxy")
+        .enable_all()
+        .build()?;
+    // Pingora spawns each connection on the runtime it runs on (`Handle::current()`).
+    let task = runtime.spawn(async move {
         service.start_service(Some(fds), shutdown_rx, 1).await;
     });
     Ok(ProxyHandle {
@@ -71,7 +77,7 @@ pub fn start(
         shutdown,
         in_flight,
         task,
-        runtime,
+        runtime: Some(runtime),
     })
 }
 
@@ -90,12 +96,23 @@ impl ProxyHandle {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// End the worker threads (off the async workers: dropping a runtime blocks).
-    pub async fn stop_workers(self) {
-        let runtime = self.runtime;
-        let _ = tokio::task::spawn_blocking(move || {
-            runtime.shutdown_timeout(Duration::from_secs(1));
-        })
-        .await;
+    /// End the worker threads and wait for them (off the async workers: that wait blocks).
+    pub async fn stop_workers(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            let _ = tokio::task::spawn_blocking(move || {
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .await;
+        }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which tokio forbids inside async code (where tests drop
+        // a running app); this variant does not wait.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
