@@ -8,7 +8,8 @@
 # Knobs (environment): DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), C1_DURATION (5s),
 # STREAM_BYTES (1G), IDLE_WAIT (12, seconds idle before the last RSS reading), SLOW_RATE (256M, curl --limit-rate of the slow-client download),
 # SAMPLE_INTERVAL (0.5, seconds between VmRSS samples), SKIP_BUILD (unset: build),
-# PROFILE (release; `profiling` is the same build with symbols, for perf), PERF_DATA (unset: when
+# TARGET_HOST (127.0.0.1: the host in the bench target's base URL; `localhost` makes Gatehouse
+# resolve a name as it would for a real API), PROFILE (release; `profiling` is the same build with symbols, for perf), PERF_DATA (unset: when
 # set, `perf record` samples Gatehouse during its -c$CONNS run into that file; PERF_FREQ, PERF_ARGS),
 # RESULTS_DIR (unset: when set, wrk outputs, RSS samples and the Gatehouse log are copied there),
 # GATEHOUSE_EXTRA_ENV (unset: extra VAR=value words for Gatehouse, for diagnostic runs only, e.g.
@@ -31,6 +32,7 @@ STREAM_BYTES=${STREAM_BYTES:-1G}
 SLOW_RATE=${SLOW_RATE:-256M}
 SAMPLE_INTERVAL=${SAMPLE_INTERVAL:-0.5}
 IDLE_WAIT=${IDLE_WAIT:-12}
+TARGET_HOST=${TARGET_HOST:-127.0.0.1}
 # Upper bound on one streaming transfer (curl --max-time) and on the samples taken during it.
 STREAM_MAX_SECONDS=120
 
@@ -294,7 +296,7 @@ api() { # api METHOD PATH [JSON]
     curl "${args[@]}" "$ADMIN$2"
 }
 UPSTREAM_CREDENTIAL="bench_upstream_credential_$RANDOM$RANDOM"
-target_json=$(api POST /api/targets "{\"name\":\"bench upstream\",\"base_url\":\"http://127.0.0.1:$UPSTREAM_PORT\"}")
+target_json=$(api POST /api/targets "{\"name\":\"bench upstream\",\"base_url\":\"http://$TARGET_HOST:$UPSTREAM_PORT\"}")
 TARGET_ID=$(jq -r .id <<<"$target_json")
 SLUG=$(jq -r .slug <<<"$target_json")
 api POST "/api/targets/$TARGET_ID/auth-methods" \

@@ -221,6 +221,7 @@ impl App {
             audit: audit_sink,
             metrics: metrics.clone(),
             egress: EgressPolicy::new(config.upstream.allow_private),
+            resolver: proxy::Resolver::new(config.upstream.dns_cache_ttl),
             upstream: config.upstream.clone(),
             in_flight,
             access_tokens: access_tokens.clone(),

@@ -91,6 +91,9 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// How long a resolved upstream host name is reused; 0 resolves on every request.
+    #[serde(with = "humantime_serde")]
+    pub dns_cache_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,6 +226,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
+            dns_cache_ttl: Duration::from_secs(30),
         }
     }
 }

@@ -14,11 +14,13 @@
 mod context;
 mod discovery;
 mod headers;
+mod resolve;
 mod respond;
 mod service;
 mod upstream;
 
 pub use context::RequestCtx;
+pub use resolve::Resolver;
 pub use service::{ProxyHandle, start};
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -47,6 +49,7 @@ pub struct GatewayProxy {
     pub audit: AuditSink,
     pub metrics: Arc<Metrics>,
     pub egress: EgressPolicy,
+    pub resolver: Resolver,
     pub upstream: UpstreamConfig,
     pub in_flight: Arc<AtomicUsize>,
     pub access_tokens: Arc<crate::credentials::AccessTokens>,
@@ -238,7 +241,8 @@ impl ProxyHttp for GatewayProxy {
                 "no grant for an upstream request",
             ));
         };
-        match upstream::peer(&grant.target.target.base_url, self.egress, &self.upstream).await {
+        let base_url = &grant.target.target.base_url;
+        match upstream::peer(base_url, self.egress, &self.resolver, &self.upstream).await {
             Ok(peer) => Ok(peer),
             Err(error) => {
                 ctx.failure = Some(error);

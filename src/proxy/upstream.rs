@@ -9,35 +9,31 @@ use url::{Host, Url};
 use crate::api_error::ApiError;
 use crate::config::UpstreamConfig;
 use crate::egress::EgressPolicy;
+use crate::proxy::resolve::Resolver;
 
 /// Resolve and check; the first address the policy allows wins.
 pub async fn peer(
     base_url: &Url,
     egress: EgressPolicy,
+    resolver: &Resolver,
     config: &UpstreamConfig,
 ) -> Result<Box<HttpPeer>, ApiError> {
     let tls = base_url.scheme() == "https";
     let port = base_url
         .port_or_known_default()
         .ok_or(ApiError::UpstreamUnreachable)?;
-    let (addresses, sni): (Vec<IpAddr>, String) = match base_url.host() {
-        Some(Host::Ipv4(ip)) => (vec![IpAddr::V4(ip)], String::new()),
-        Some(Host::Ipv6(ip)) => (vec![IpAddr::V6(ip)], String::new()),
+    let (address, sni) = match base_url.host() {
+        Some(Host::Ipv4(ip)) => (allowed(egress, &[IpAddr::V4(ip)])?, String::new()),
+        Some(Host::Ipv6(ip)) => (allowed(egress, &[IpAddr::V6(ip)])?, String::new()),
         Some(Host::Domain(name)) => {
-            let resolved = tokio::net::lookup_host((name, port))
+            let resolved = resolver
+                .lookup(name, port)
                 .await
                 .map_err(|_| ApiError::UpstreamUnreachable)?;
-            (resolved.map(|a| a.ip()).collect(), name.to_owned())
+            (allowed(egress, &resolved)?, name.to_owned())
         }
         None => return Err(ApiError::UpstreamUnreachable),
     };
-    if addresses.is_empty() {
-        return Err(ApiError::UpstreamUnreachable);
-    }
-    let address = addresses
-        .into_iter()
-        .find(|ip| egress.check_ip(*ip).is_ok())
-        .ok_or(ApiError::EgressDenied)?;
     let mut peer = HttpPeer::new(SocketAddr::new(address, port), tls, sni);
     peer.options.connection_timeout = Some(config.connect_timeout);
     peer.options.total_connection_timeout = Some(config.connect_timeout);
@@ -45,6 +41,18 @@ pub async fn peer(
     peer.options.write_timeout = Some(config.read_timeout);
     peer.options.idle_timeout = Some(config.idle_timeout);
     Ok(Box::new(peer))
+}
+
+/// The first address the egress policy allows.
+fn allowed(egress: EgressPolicy, addresses: &[IpAddr]) -> Result<IpAddr, ApiError> {
+    if addresses.is_empty() {
+        return Err(ApiError::UpstreamUnreachable);
+    }
+    addresses
+        .iter()
+        .copied()
+        .find(|ip| egress.check_ip(*ip).is_ok())
+        .ok_or(ApiError::EgressDenied)
 }
 
 /// The `Host` header for the upstream: host, plus the port when it is not the default.
