@@ -35,8 +35,9 @@ impl AuditSink {
             self.metrics.audit_dropped.inc();
             return;
         }
+        // The sleeping writer already holds the batch's first event.
         let queued = self.sender.max_capacity() - self.sender.capacity();
-        if queued >= self.batch_size {
+        if queued + 1 >= self.batch_size {
             // Cheap when a wake-up is already pending: one atomic compare-and-swap.
             self.batch_ready.notify_one();
         }

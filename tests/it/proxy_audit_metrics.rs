@@ -467,3 +467,36 @@ async fn a_full_audit_queue_drops_events_not_requests() {
     assert!(written, "queued events are still written");
     assert!(rows.len() < sent, "{} rows for {sent} requests", rows.len());
 }
+
+/// Docs "audit.rs": the writer sleeps through its flush interval without polling the queue, and
+/// only a full batch wakes it early. With a 60 s interval, fewer events than a batch stay
+/// queued; once a batch is full it is written at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_batch_is_written_before_the_flush_interval_ends() {
+    const BATCH: usize = 8;
+    let app = spawn_configured(|config| {
+        config.audit.flush_interval = Duration::from_secs(60);
+        config.audit.batch_size = BATCH;
+        config.audit.queue_capacity = 1_000;
+    })
+    .await;
+    let upstream = FakeUpstream::start().await;
+    let agent = app.agent_for("batch", &upstream.url("/base"), None).await;
+    // Exactly one batch of this test's requests (set-up probes may sit in the queue too).
+    for i in 0..BATCH {
+        app.get(&format!("/gateway/batch/n/{i}"), &agent.token)
+            .await
+            .expect(200);
+    }
+    let written = within(Duration::from_secs(10), || async {
+        !app.audit_rows_without_probes().await.is_empty()
+    })
+    .await;
+    assert!(written, "no batch written within 10 s of a 60 s interval");
+    let rows = app.wait_for_audit(1).await;
+    assert!(
+        rows.iter()
+            .all(|row| row.path.starts_with("/gateway/batch/n/")),
+        "{rows:?}"
+    );
+}
