@@ -1,7 +1,7 @@
 //! Header hygiene both ways (SPEC §4 step 7).
 //!
 //! Both directions walk the message's own headers once and remove what matches, instead of
-//! looking up every name on a fixed list: no name is parsed or allocated per request.
+//! looking up every name on a fixed list: no header name is parsed or copied into a `String`.
 
 use http::HeaderName;
 use pingora::http::{RequestHeader, ResponseHeader};

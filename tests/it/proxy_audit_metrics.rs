@@ -469,8 +469,7 @@ async fn a_full_audit_queue_drops_events_not_requests() {
 }
 
 /// Docs "audit.rs": the writer sleeps through its flush interval without polling the queue, and
-/// only a full batch wakes it early. With a 60 s interval, fewer events than a batch stay
-/// queued; once a batch is full it is written at once.
+/// a full batch wakes it early: with a 60 s interval, a full batch is still written at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_batch_is_written_before_the_flush_interval_ends() {
     const BATCH: usize = 8;
