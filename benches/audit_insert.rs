@@ -28,6 +28,7 @@ fn batch() -> Vec<AuditEntry> {
             duration_ms: 1,
             upstream_ms: Some(1),
             error: None,
+            interface: gatehouse::domain::audit::Interface::Gateway,
             created_at: chrono::Utc::now(),
         })
         .collect()

@@ -222,6 +222,21 @@ impl ApiError {
         }))
     }
 
+    /// The JSON body every agent-facing renderer writes: `{"error": …}`, plus the account and
+    /// the action for connected-account problems, and the field for validation errors.
+    pub fn body(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({"error": self.public_message()});
+        if let Some(object) = body.as_object_mut() {
+            if let Some(serde_json::Value::Object(details)) = self.account_details() {
+                object.extend(details);
+            }
+            if let Some(field) = self.field() {
+                object.insert("field".to_owned(), field.into());
+            }
+        }
+        body
+    }
+
     /// Seconds for `Retry-After`, for errors that pass.
     pub fn retry_after(&self) -> Option<u64> {
         match self {

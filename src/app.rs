@@ -25,6 +25,8 @@ use crate::metrics::Metrics;
 use crate::oauth::client::OAuthClient;
 use crate::oauth::connect::ConnectFlow;
 use crate::oauth::providers::Providers;
+use crate::domain::audit::Interface;
+use crate::mcp::GatehouseTools;
 use crate::proxy::GatewayProxy;
 use crate::proxy::{self, ProxyHandle};
 use crate::store::{Store, StoreError};
@@ -216,16 +218,26 @@ impl App {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let heap_trimmer =
             crate::memory::spawn_heap_trimmer(in_flight.clone(), background_stop.subscribe());
-        let gateway = GatewayProxy {
-            access,
+        let mut gateway = GatewayProxy {
+            access: access.clone(),
             audit: audit_sink,
             metrics: metrics.clone(),
             egress: EgressPolicy::new(config.upstream.allow_private),
-            resolver: proxy::Resolver::new(config.upstream.dns_cache_ttl),
+            resolver: Arc::new(proxy::Resolver::new(config.upstream.dns_cache_ttl)),
             upstream: config.upstream.clone(),
             in_flight,
             access_tokens: access_tokens.clone(),
+            interface: Interface::Gateway,
+            mcp: None,
         };
+        gateway.mcp = Some(
+            GatehouseTools::new(
+                access,
+                Arc::new(gateway.internal_gateway()),
+                config.mcp.max_response_bytes,
+            )
+            .into_http_service(),
+        );
         let refresher = crate::credentials::access_tokens::spawn_refresher(
             access_tokens,
             background_store,

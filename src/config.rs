@@ -29,6 +29,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub secrets: SecretsConfig,
     pub audit: AuditConfig,
+    pub mcp: McpConfig,
     pub log: LogConfig,
     /// Per-provider overrides of the built-in endpoints and scopes, keyed by provider type.
     pub providers: BTreeMap<String, ProviderOverrides>,
@@ -45,6 +46,8 @@ pub struct ProxyConfig {
     pub shutdown_grace: Duration,
     /// Worker threads of the proxy listener; 0 means one per CPU core.
     pub threads: usize,
+    /// Agent-facing base URL, printed in agent set-up snippets (`{public_url}/mcp`).
+    pub public_url: Url,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +117,13 @@ pub struct AuditConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// The largest upstream body an `api_request` tool result carries before it is cut.
+    pub max_response_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A `tracing` filter directive, e.g. `info` or `gatehouse=debug,info`.
     pub level: String,
@@ -179,6 +189,7 @@ impl Default for ProxyConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             shutdown_grace: Duration::from_secs(10),
             threads: 0,
+            public_url: constant_url("http://127.0.0.1:8080"),
         }
     }
 }
@@ -187,15 +198,15 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            public_url: default_public_url(),
+            public_url: constant_url("http://127.0.0.1:8081"),
             max_body_bytes: 64 * 1024,
         }
     }
 }
 
-fn default_public_url() -> Url {
+fn constant_url(url: &str) -> Url {
     // A constant that parses; `Url` has no const constructor.
-    match Url::parse("http://127.0.0.1:8081") {
+    match Url::parse(url) {
         Ok(url) => url,
         Err(_) => unreachable!("constant URL parses"),
     }
@@ -245,6 +256,14 @@ impl Default for AuditConfig {
             queue_capacity: 10_000,
             batch_size: 256,
             flush_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            max_response_bytes: 1024 * 1024,
         }
     }
 }
@@ -348,6 +367,20 @@ pub fn load(file: ConfigFile, env: &dyn EnvSource) -> Result<Config, ConfigError
     Ok(config)
 }
 
+/// A browser- or agent-facing base URL: absolute http(s) with a host.
+fn check_public_url(setting: &str, url: &Url) -> Result<(), ConfigError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(setting, "must be an http(s) URL"));
+    }
+    if url.cannot_be_a_base() || url.host().is_none() {
+        return Err(ConfigError::new(
+            setting,
+            "must be an absolute URL with a host",
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Cross-field rules that types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -367,19 +400,12 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        match self.admin.public_url.scheme() {
-            "http" | "https" => {}
-            _ => {
-                return Err(ConfigError::new(
-                    "admin.public_url",
-                    "must be an http(s) URL",
-                ));
-            }
-        }
-        if self.admin.public_url.cannot_be_a_base() || self.admin.public_url.host().is_none() {
+        check_public_url("admin.public_url", &self.admin.public_url)?;
+        check_public_url("proxy.public_url", &self.proxy.public_url)?;
+        if self.mcp.max_response_bytes == 0 {
             return Err(ConfigError::new(
-                "admin.public_url",
-                "must be an absolute URL with a host",
+                "mcp.max_response_bytes",
+                "must be at least 1",
             ));
         }
         if self.audit.queue_capacity == 0 || self.audit.batch_size == 0 {

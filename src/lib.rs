@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod domain;
 pub mod egress;
 pub mod manage;
+pub mod mcp;
 pub mod memory;
 pub mod metrics;
 pub mod oauth;

@@ -14,7 +14,8 @@ const LATENCY_BUCKETS: [f64; 16] = [
 
 pub struct Metrics {
     registry: Registry,
-    /// `{target, status}`: target slug (or `-` when unknown, to bound cardinality), status class.
+    /// `{target, status, interface}`: target slug (or `-` when unknown, to bound cardinality),
+    /// status class, and `gateway` or `mcp`.
     pub requests: IntCounterVec,
     pub request_duration: Histogram,
     pub upstream_duration: Histogram,
@@ -47,9 +48,9 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "gatehouse_requests_total",
-                "Proxied requests by target and status class",
+                "Proxied requests by target, status class and interface (gateway or mcp)",
             ),
-            &["target", "status"],
+            &["target", "status", "interface"],
         )?;
         let request_duration = Histogram::with_opts(
             HistogramOpts::new(

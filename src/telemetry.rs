@@ -1,19 +1,22 @@
 //! Logging: one `tracing` subscriber; the `log` records of dependencies (Pingora) are bridged
 //! into it. Pingora's own targets are clamped to `warn` whatever the configured level, because
-//! at debug/trace they print request headers — and headers carry agent tokens.
+//! at debug/trace they print request headers — and headers carry agent tokens. The MCP SDK's
+//! targets are clamped the same way: at debug/trace `rmcp` prints whole JSON-RPC messages and
+//! HTTP request parts (tool arguments, headers, session ids).
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
 /// Targets that may print request data at verbose levels; never more verbose than `warn`.
-pub const CLAMPED_TARGETS: [&str; 6] = [
+pub const CLAMPED_TARGETS: [&str; 7] = [
     "pingora",
     "pingora_core",
     "pingora_proxy",
     "pingora_http",
     "h2",
     "hyper",
+    "rmcp",
 ];
 
 /// Chatty dependencies: one line per migration step, PostgreSQL notices ("already exists,

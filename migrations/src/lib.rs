@@ -10,6 +10,7 @@ mod m20261125_000003_create_targets;
 mod m20261125_000004_create_audit_logs;
 mod m20261125_000005_create_oauth_states;
 mod m20261125_000006_create_change_counter;
+mod m20261201_000007_audit_interface;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_create_audit_logs::Migration),
             Box::new(m20261125_000005_create_oauth_states::Migration),
             Box::new(m20261125_000006_create_change_counter::Migration),
+            Box::new(m20261201_000007_audit_interface::Migration),
         ]
     }
 }

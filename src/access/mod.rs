@@ -1,6 +1,7 @@
 //! May this caller use this target? SPEC §4 steps 1–4, in that order, answered from an
 //! in-memory snapshot (no database read on the hot path).
 
+pub mod discovery;
 pub mod reload;
 mod snapshot;
 

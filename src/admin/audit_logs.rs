@@ -35,6 +35,8 @@ pub struct AuditEntryBody {
     upstream_ms: Option<u64>,
     /// A short error code, or null.
     error: Option<String>,
+    /// `gateway` (raw HTTP) or `mcp` (an `api_request` tool call).
+    interface: &'static str,
     created_at: DateTime<Utc>,
 }
 
@@ -60,6 +62,7 @@ impl From<AuditEntry> for AuditEntryBody {
             duration_ms: entry.duration_ms,
             upstream_ms: entry.upstream_ms,
             error: entry.error,
+            interface: entry.interface.as_str(),
             created_at: entry.created_at,
         }
     }

@@ -19,7 +19,35 @@ pub struct AuditEntry {
     pub duration_ms: u64,
     pub upstream_ms: Option<u64>,
     pub error: Option<String>,
+    /// Which agent-facing interface carried the call.
+    pub interface: Interface,
     pub created_at: Timestamp,
+}
+
+/// The agent-facing interface a request came through (SPEC §4a): raw HTTP on `/gateway`, or an
+/// MCP `api_request` tool call on `/mcp`. Both run the one gateway pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Interface {
+    Gateway,
+    Mcp,
+}
+
+impl Interface {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::Mcp => "mcp",
+        }
+    }
+
+    /// The stored text form; anything else is not an interface.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "gateway" => Some(Self::Gateway),
+            "mcp" => Some(Self::Mcp),
+            _ => None,
+        }
+    }
 }
 
 /// Filters for the newest-first audit listing.

@@ -7,6 +7,8 @@
 pub enum Route<'a> {
     Health,
     Discovery,
+    /// The MCP endpoint (SPEC §4a).
+    Mcp,
     Gateway {
         slug: &'a str,
         /// Everything after `/gateway/{slug}`: empty or starting with `/`, still encoded.
@@ -31,6 +33,7 @@ pub fn classify(target: &str) -> Route<'_> {
     match path {
         "/health" => return Route::Health,
         "/discovery" | "/bootstrap" => return Route::Discovery,
+        "/mcp" => return Route::Mcp,
         _ => {}
     }
     let Some(after) = path.strip_prefix("/gateway/") else {

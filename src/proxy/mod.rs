@@ -2,9 +2,10 @@
 //!
 //! Phase chart:
 //! - `new_ctx`: a `RequestCtx`, counted in flight for the shutdown drain.
-//! - `request_filter`: route; `/health` and `/discovery` are answered here; for
-//!   `/gateway/{slug}/…` SPEC §4 steps 1–6 run in order (`access`, path rules, credential) and a
-//!   refusal is written through `respond::error`.
+//! - `request_filter`: route; `/health` and `/discovery` are answered here; `/mcp` is handed
+//!   to the MCP service after steps 1–2 (`mcp_endpoint`); for `/gateway/{slug}/…` SPEC §4
+//!   steps 1–6 run in order (`access`, path rules, credential) and a refusal is written through
+//!   `respond::error`.
 //! - `upstream_peer`: resolve, egress-check and build the peer (`upstream`).
 //! - `upstream_request_filter`: path, headers, credential (`headers`).
 //! - `response_filter`: strip hop-by-hop and credential-revealing headers.
@@ -12,14 +13,16 @@
 //! - `logging`: metrics and the audit event.
 
 mod context;
-mod discovery;
 mod headers;
+mod internal;
+mod mcp_endpoint;
 mod resolve;
 mod respond;
 mod service;
 mod upstream;
 
 pub use context::RequestCtx;
+pub use internal::InternalGateway;
 pub use resolve::Resolver;
 pub use service::{ProxyHandle, start};
 
@@ -34,11 +37,12 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 
-use crate::access::{AccessControl, AccessError, Caller, Injection, TargetEntry};
+use crate::access::{AccessControl, AccessError, Caller, Injection, TargetEntry, discovery};
 use crate::api_error::ApiError;
 use crate::audit::AuditSink;
 use crate::config::UpstreamConfig;
-use crate::domain::audit::AuditEntry;
+use crate::domain::audit::{AuditEntry, Interface};
+use crate::mcp::{McpCaller, McpHttpService};
 use crate::domain::upstream_path::{self, Route};
 use crate::egress::EgressPolicy;
 use crate::metrics::{Metrics, status_class};
@@ -49,13 +53,42 @@ pub struct GatewayProxy {
     pub audit: AuditSink,
     pub metrics: Arc<Metrics>,
     pub egress: EgressPolicy,
-    pub resolver: Resolver,
+    pub resolver: Arc<Resolver>,
     pub upstream: UpstreamConfig,
     pub in_flight: Arc<AtomicUsize>,
     pub access_tokens: Arc<crate::credentials::AccessTokens>,
+    /// `gateway` on the listener; `mcp` on the instance behind the `api_request` tool.
+    pub interface: Interface,
+    /// The MCP endpoint, on the listener's instance only.
+    pub mcp: Option<McpHttpService>,
 }
 
 impl GatewayProxy {
+    /// The instance that serves `api_request` tool calls: the same state and the same
+    /// phases, recording `interface = mcp`, serving `/gateway` requests only.
+    pub fn for_mcp(&self) -> Self {
+        Self {
+            access: self.access.clone(),
+            audit: self.audit.clone(),
+            metrics: self.metrics.clone(),
+            egress: self.egress,
+            resolver: self.resolver.clone(),
+            upstream: self.upstream.clone(),
+            in_flight: self.in_flight.clone(),
+            access_tokens: self.access_tokens.clone(),
+            interface: Interface::Mcp,
+            mcp: None,
+        }
+    }
+
+    /// The gateway pipeline behind the MCP tools, on an instance of its own (`for_mcp`).
+    pub fn internal_gateway(&self) -> InternalGateway {
+        InternalGateway::new(pingora::proxy::http_proxy(
+            &service::server_conf(),
+            self.for_mcp(),
+        ))
+    }
+
     /// Steps 1–6 for `/gateway/{slug}{rest}?{query}`; on success the ctx holds the grant and
     /// the upstream target.
     fn admit(
@@ -116,13 +149,42 @@ impl GatewayProxy {
         ctx: &mut RequestCtx,
         error: ApiError,
     ) -> Result<bool> {
-        respond::error(session, &error).await?;
+        respond::error(session, &error, self.interface == Interface::Mcp).await?;
         ctx.failure = Some(error);
         Ok(true)
     }
 
+    /// `/mcp`: steps 1–2 on every HTTP request, then the MCP service.
+    async fn serve_mcp(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(service) = &self.mcp else {
+            return self.refuse(session, ctx, ApiError::NotFound("route")).await;
+        };
+        let caller = match self.authenticate(session, ctx) {
+            Ok(caller) => caller,
+            Err(error) => return self.refuse(session, ctx, error.into()).await,
+        };
+        let authorization = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .cloned();
+        let Some(authorization) = authorization else {
+            return self.refuse(session, ctx, AccessError::MissingToken.into()).await;
+        };
+        let caller = McpCaller {
+            caller,
+            authorization,
+            client_ip: ctx.client_ip,
+        };
+        match mcp_endpoint::serve(session, service, caller).await? {
+            Ok(()) => Ok(true),
+            Err(error) => self.refuse(session, ctx, error).await,
+        }
+    }
+
     /// The audit row of a request that passed steps 1–2; `target` is the known target, if any.
     fn audit_entry(
+        &self,
         session: &Session,
         ctx: &RequestCtx,
         target: Option<&TargetEntry>,
@@ -147,6 +209,7 @@ impl GatewayProxy {
                 .upstream_elapsed
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             error: ctx.failure.as_ref().map(|e| e.audit_code().to_owned()),
+            interface: self.interface,
             created_at: chrono::Utc::now(),
         })
     }
@@ -187,7 +250,13 @@ impl ProxyHttp for GatewayProxy {
             Ok(target) => target.to_owned(),
             Err(_) => return self.refuse(session, ctx, ApiError::InvalidPath).await,
         };
-        match upstream_path::classify(&target) {
+        let route = upstream_path::classify(&target);
+        if self.interface == Interface::Mcp && !matches!(route, Route::Gateway { .. }) {
+            return self
+                .refuse(session, ctx, AccessError::TargetNotFound.into())
+                .await;
+        }
+        match route {
             Route::Health => {
                 respond::json(session, 200, &serde_json::json!({"status": "ok"})).await?;
                 Ok(true)
@@ -200,6 +269,7 @@ impl ProxyHttp for GatewayProxy {
                 }
                 Err(error) => self.refuse(session, ctx, error.into()).await,
             },
+            Route::Mcp => self.serve_mcp(session, ctx).await,
             Route::Gateway { slug, rest, query } => {
                 ctx.audit_path = target.split('?').next().unwrap_or_default().to_owned();
                 if let Err(error) = self.admit(session, ctx, slug, rest, query) {
@@ -285,6 +355,10 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         let secrets = ctx.grant.as_ref().map_or(&[][..], |g| &g.target.secrets);
         headers::rewrite_response(upstream_response, secrets, ctx.bearer.as_deref());
+        if self.interface == Interface::Mcp {
+            // Only the gateway's own answers may carry the marker.
+            upstream_response.remove_header(internal::REFUSAL_HEADER);
+        }
         Ok(())
     }
 
@@ -314,7 +388,9 @@ impl ProxyHttp for GatewayProxy {
             Some(failure) => {
                 let status = failure.status().as_u16();
                 if session.response_written().is_none()
-                    && respond::error(session, &failure).await.is_err()
+                    && respond::error(session, &failure, self.interface == Interface::Mcp)
+                        .await
+                        .is_err()
                 {
                     tracing::debug!("could not write the error response");
                 }
@@ -356,13 +432,13 @@ impl ProxyHttp for GatewayProxy {
             let label = if target.is_some() { slug.as_str() } else { "-" };
             self.metrics
                 .requests
-                .with_label_values(&[label, status_class(status)])
+                .with_label_values(&[label, status_class(status), self.interface.as_str()])
                 .inc();
             self.metrics
                 .request_duration
                 .observe(ctx.started.elapsed().as_secs_f64());
         }
-        if let Some(entry) = Self::audit_entry(session, ctx, target.as_deref(), status) {
+        if let Some(entry) = self.audit_entry(session, ctx, target.as_deref(), status) {
             self.audit.record(entry);
         }
     }

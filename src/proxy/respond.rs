@@ -13,24 +13,23 @@ pub async fn json(session: &mut Session, status: u16, body: &serde_json::Value) 
 
 /// Write an `ApiError` through the one table: its status, `{"error": …}` (plus the account and
 /// the action for connected-account problems), `WWW-Authenticate: Bearer` on 401 and
-/// `Retry-After` on errors that pass.
-pub async fn error(session: &mut Session, error: &ApiError) -> Result<()> {
+/// `Retry-After` on errors that pass. `mark` adds the refusal marker the MCP tools read
+/// (`internal::REFUSAL_HEADER`).
+pub async fn error(session: &mut Session, error: &ApiError, mark: bool) -> Result<()> {
     let status = error.status().as_u16();
     if error.is_server_error() {
         tracing::warn!(error = %error, status, "proxy request failed");
     }
-    let mut body = serde_json::json!({"error": error.public_message()});
-    if let (Some(serde_json::Value::Object(details)), Some(object)) =
-        (error.account_details(), body.as_object_mut())
-    {
-        object.extend(details);
-    }
+    let body = error.body();
     let mut header = ResponseHeader::build(status, Some(6))?;
     if status == 401 {
         header.insert_header("www-authenticate", "Bearer")?;
     }
     if let Some(seconds) = error.retry_after() {
         header.insert_header("retry-after", seconds.to_string())?;
+    }
+    if mark {
+        header.insert_header(super::internal::REFUSAL_HEADER, "1")?;
     }
     send(session, header, &body).await
 }

@@ -40,6 +40,16 @@ pub struct ProxyHandle {
     runtime: Option<Runtime>,
 }
 
+/// Pingora's settings for both proxy instances (the listener's and the MCP tools').
+pub(super) fn server_conf() -> Arc<ServerConf> {
+    Arc::new(ServerConf {
+        // A failed connect may be retried once (nothing reached the upstream); requests that
+        // may have reached it are never retried (`GatewayProxy::error_while_proxy`).
+        max_retries: 1,
+        ..ServerConf::default()
+    })
+}
+
 /// Start serving `proxy` on an already bound listener, on `threads` worker threads.
 pub fn start(
     listener: TcpListener,
@@ -54,13 +64,7 @@ pub fn start(
     let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
 
     let in_flight = proxy.in_flight.clone();
-    let conf = Arc::new(ServerConf {
-        // A failed connect may be retried once (nothing reached the upstream); requests that
-        // may have reached it are never retried (`GatewayProxy::error_while_proxy`).
-        max_retries: 1,
-        ..ServerConf::default()
-    });
-    let mut service = pingora::proxy::http_proxy_service(&conf, proxy);
+    let mut service = pingora::proxy::http_proxy_service(&server_conf(), proxy);
     service.add_tcp(&address);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -10,9 +10,9 @@ use chrono::SubsecRound as _;
 
 use super::entities::audit_logs::{self, Entity as AuditLogs};
 use super::{Store, StoreError};
-use crate::domain::audit::{AuditCursor, AuditEntry, AuditQuery};
+use crate::domain::audit::{AuditCursor, AuditEntry, AuditQuery, Interface};
 
-/// Most rows in one INSERT statement (13 bind parameters each).
+/// Most rows in one INSERT statement (14 bind parameters each).
 const MAX_ROWS_PER_STATEMENT: usize = 256;
 
 /// Rows for the next statement: the largest power of two that fits, capped. Each distinct row
@@ -106,6 +106,7 @@ fn active_model(entry: AuditEntry) -> audit_logs::ActiveModel {
         duration_ms: Set(saturating_i64(entry.duration_ms)),
         upstream_ms: Set(entry.upstream_ms.map(saturating_i64)),
         error: Set(entry.error),
+        interface: Set(entry.interface.as_str().to_owned()),
         created_at: Set(entry.created_at.trunc_subsecs(6)),
     }
 }
@@ -128,6 +129,8 @@ fn entry_from(model: audit_logs::Model) -> AuditEntry {
         duration_ms: u64::try_from(model.duration_ms).unwrap_or(0),
         upstream_ms: model.upstream_ms.and_then(|v| u64::try_from(v).ok()),
         error: model.error,
+        // Only this module writes the column; an unknown value would be a foreign writer's.
+        interface: Interface::parse(&model.interface).unwrap_or(Interface::Gateway),
         created_at: model.created_at,
     }
 }

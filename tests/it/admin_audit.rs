@@ -76,6 +76,7 @@ async fn seed(app: &TestApp) -> Seeded {
                 duration_ms: 10 + i as u64,
                 upstream_ms: (statuses[i] != 403).then_some(5 + i as u64),
                 error: (statuses[i] == 502).then(|| "upstream_connect".to_owned()),
+                interface: gatehouse::domain::audit::Interface::Gateway,
                 created_at: base + chrono::Duration::seconds(i as i64),
             }
         })

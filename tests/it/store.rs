@@ -355,6 +355,7 @@ async fn audit_pages_are_newest_first_with_a_cursor() {
             duration_ms: i,
             upstream_ms: Some(i),
             error: None,
+            interface: gatehouse::domain::audit::Interface::Gateway,
             created_at: base + chrono::Duration::seconds(i as i64),
         })
         .collect();

@@ -116,7 +116,7 @@ pub async fn page(
                 caption.sr-only { "Proxied requests, newest first" }
                 thead { tr {
                     th scope="col" { "Time" } th scope="col" { "Token" } th scope="col" { "Target" }
-                    th scope="col" { "Request" } th scope="col" { "Status" } th scope="col" { "Duration" }
+                    th scope="col" { "Via" } th scope="col" { "Request" } th scope="col" { "Status" } th scope="col" { "Duration" }
                     th scope="col" { "Client" } th scope="col" { "Error" }
                 } }
                 tbody {
@@ -125,6 +125,7 @@ pub async fn page(
                             td { (when(&entry.created_at)) }
                             td { (entry.token_name) }
                             td { code { (entry.target_slug) } }
+                            td { (entry.interface.as_str()) }
                             td.url { (entry.method) " " (entry.path) }
                             td { span class=(if entry.status_code < 400 { "badge ok" } else { "badge bad" }) { (entry.status_code) } }
                             td { (entry.duration_ms) " ms" }

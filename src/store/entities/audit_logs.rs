@@ -17,6 +17,7 @@ pub struct Model {
     pub duration_ms: i64,
     pub upstream_ms: Option<i64>,
     pub error: Option<String>,
+    pub interface: String,
     pub created_at: DateTimeUtc,
 }
 

@@ -1,10 +1,11 @@
-//! `/discovery` and `/bootstrap`: the targets a token may use.
+//! The body of `GET /discovery` (and `/bootstrap`, and the MCP `discover` tool): the targets a
+//! token may use.
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::access::{Injection, TargetEntry};
+use super::{Injection, TargetEntry};
 
 pub fn body(targets: &[Arc<TargetEntry>]) -> Value {
     let list: Vec<Value> = targets

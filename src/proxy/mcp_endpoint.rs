@@ -1,0 +1,81 @@
+//! `/mcp` on the proxy listener: once steps 1–2 passed, the agent's HTTP request is handed to
+//! the SDK's Streamable HTTP service in process (an `http::Request` built from Pingora's
+//! session, the body read whole up to 10 MiB) and the SDK's answer is written back on the
+//! session. No second listener and no loopback hop.
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt as _, Full};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+
+use crate::api_error::ApiError;
+use crate::mcp::{MAX_REQUEST_BODY_BYTES, McpCaller, McpHttpService};
+
+/// Serve one `/mcp` request. `Ok(Err(_))` is a refusal for the caller to write (413).
+pub async fn serve(
+    session: &mut Session,
+    service: &McpHttpService,
+    caller: McpCaller,
+) -> Result<Result<(), ApiError>> {
+    let body = match read_body(session).await? {
+        Some(body) => body,
+        None => {
+            // The rest of the body is not read: the connection cannot carry another request.
+            session.set_keepalive(None);
+            return Ok(Err(ApiError::PayloadTooLarge));
+        }
+    };
+    let header = session.req_header();
+    let mut request = http::Request::new(Full::new(body));
+    *request.method_mut() = header.method.clone();
+    *request.uri_mut() = header.uri.clone();
+    *request.headers_mut() = header.headers.clone();
+    request.extensions_mut().insert(caller);
+
+    let (parts, mut body) = service.handle(request).await.into_parts();
+    let mut response = ResponseHeader::build(parts.status, Some(parts.headers.len() + 2))?;
+    for (name, value) in &parts.headers {
+        response.append_header(name.clone(), value.clone())?;
+    }
+    match http_body::Body::size_hint(&body).exact() {
+        Some(length) => response.insert_header(http::header::CONTENT_LENGTH, length.to_string())?,
+        // An event stream (the SDK streams when a handler sends notifications first).
+        None => response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?,
+    }
+    response.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    session
+        .write_response_header(Box::new(response), false)
+        .await?;
+    while let Some(frame) = body.frame().await {
+        // The SDK's body error type is `Infallible`.
+        let Ok(frame) = frame;
+        if let Ok(data) = frame.into_data()
+            && !data.is_empty()
+        {
+            session.write_response_body(Some(data), false).await?;
+        }
+    }
+    session.write_response_body(None, true).await?;
+    Ok(Ok(()))
+}
+
+/// The whole request body, or `None` when it is larger than the limit.
+async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_REQUEST_BODY_BYTES as u64) {
+        return Ok(None);
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > MAX_REQUEST_BODY_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
