@@ -165,6 +165,7 @@ impl App {
             providers,
             accounts,
             public_url: config.admin.public_url.clone(),
+            proxy_public_url: config.proxy.public_url.clone(),
         };
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,

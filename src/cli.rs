@@ -121,7 +121,14 @@ async fn token_create(
         .await;
     management.store().clone().close().await;
     let (_, plaintext) = result.map_err(|error| anyhow::anyhow!(error.public_message()))?;
+    // The token alone on the first line (scripts read it); the set-up help goes to stderr.
     println!("{}", plaintext.expose());
+    let url = &config.proxy.public_url;
+    eprintln!(
+        "\nConnect an MCP client (Claude Code):\n  {}\n\nor add this to the client's MCP configuration:\n{}",
+        crate::mcp::setup::claude_command(url, plaintext.expose()),
+        crate::mcp::setup::mcp_servers_json(url, plaintext.expose()),
+    );
     Ok(())
 }
 

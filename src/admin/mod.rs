@@ -36,6 +36,8 @@ pub struct AdminState {
     pub accounts: crate::oauth::connect::ConnectFlow,
     /// `admin.public_url`: the browser-facing base of this listener.
     pub public_url: url::Url,
+    /// `proxy.public_url`: the agent-facing base, for MCP client set-up snippets.
+    pub proxy_public_url: url::Url,
 }
 
 /// The body of every error response.

@@ -8,6 +8,7 @@
 
 mod api_request;
 mod forward;
+pub mod setup;
 
 pub use forward::{ForwardError, ForwardRequest, ForwardResponse, Forwarder};
 

@@ -337,7 +337,10 @@ async fn metrics_count_requests_and_auth_failures_without_secrets() {
     };
     let requests = "gatehouse_requests_total";
     assert_eq!(
-        delta(requests, &[("target", "api"), ("status", "2xx")]),
+        delta(
+            requests,
+            &[("target", "api"), ("status", "2xx"), ("interface", "gateway")]
+        ),
         3.0,
         "{after}"
     );

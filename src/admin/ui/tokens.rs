@@ -13,6 +13,8 @@ use super::{Nav, Session, UiResult, layout, see_other, when};
 use crate::admin::AdminState;
 use crate::domain::tokens::{AgentToken, AgentTokenRecord};
 use crate::manage::parse_id;
+use crate::mcp::setup;
+use url::Url;
 
 fn ip_list(text: &str) -> Vec<String> {
     text.split([',', '\n', ' '])
@@ -22,8 +24,9 @@ fn ip_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The plaintext of a new or regenerated token, shown this once.
-fn plaintext_box(record: &AgentTokenRecord, plaintext: &AgentToken) -> Markup {
+/// The plaintext of a new or regenerated token, shown this once, with the set-up of an MCP
+/// client that uses it.
+fn plaintext_box(record: &AgentTokenRecord, plaintext: &AgentToken, proxy_url: &Url) -> Markup {
     html! {
         section.banner.ok.secret role="status" aria-labelledby="new-secret" {
             h2 #new-secret { "Token " (record.name) " — copy it now" }
@@ -32,6 +35,20 @@ fn plaintext_box(record: &AgentTokenRecord, plaintext: &AgentToken) -> Markup {
                 input #plaintext type="text" readonly value=(plaintext.expose()) aria-label="Token";
                 button type="button" onclick="navigator.clipboard.writeText(document.getElementById('plaintext').value);this.textContent='Copied'" { "Copy" }
             }
+            (agent_setup(proxy_url, plaintext.expose()))
+        }
+    }
+}
+
+/// Copy-ready MCP client set-up: the Claude Code command and the `mcpServers` JSON entry.
+fn agent_setup(proxy_url: &Url, token: &str) -> Markup {
+    html! {
+        div.agent-setup #agent-setup {
+            h3 { "Connect an agent" }
+            p { "Claude Code:" }
+            pre #setup-claude { code { (setup::claude_command(proxy_url, token)) } }
+            p { "Other MCP clients (Cursor, Claude Desktop, agent frameworks) — add to the MCP configuration:" }
+            pre #setup-json { code { (setup::mcp_servers_json(proxy_url, token)) } }
         }
     }
 }
@@ -94,7 +111,12 @@ pub async fn create(
         .management
         .create_token(form.get("name").unwrap_or_default(), Some(&ips))
         .await?;
-    list_page(&session, &state, Some(plaintext_box(&record, &plaintext))).await
+    list_page(
+        &session,
+        &state,
+        Some(plaintext_box(&record, &plaintext, &state.proxy_public_url)),
+    )
+    .await
 }
 
 async fn detail_page(
@@ -172,6 +194,9 @@ async fn detail_page(
             }
         }
         @if !token.is_revoked() {
+            section.card aria-labelledby="agent-setup" {
+                (agent_setup(&state.proxy_public_url, setup::TOKEN_PLACEHOLDER))
+            }
             section.card.danger-zone aria-labelledby="danger" {
                 h2 #danger { "Regenerate or revoke" }
                 div.actions {
@@ -240,7 +265,11 @@ pub async fn regenerate(
         &session,
         &state,
         id,
-        Some(plaintext_box(&record, &plaintext)),
+        Some(plaintext_box(
+            &record,
+            &plaintext,
+            &state.proxy_public_url,
+        )),
     )
     .await
 }
