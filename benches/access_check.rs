@@ -13,11 +13,11 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use gatehouse::access::{AccessControl, SnapshotSource};
 use gatehouse::crypto::SecretBox;
+use gatehouse::crypto::SecretSlot;
 use gatehouse::domain::credential::Credential;
 use gatehouse::domain::ip_allowlist::IpAllowlist;
 use gatehouse::domain::targets::{AuthMethodKind, TargetSlug};
 use gatehouse::domain::tokens::AgentToken;
-use gatehouse::manage::credential_slot;
 use gatehouse::store::Store;
 use gatehouse::store::targets::{NewAuthMethod, NewTarget};
 use gatehouse::store::tokens::NewAgentToken;
@@ -72,8 +72,10 @@ async fn build_fixture() -> Fixture {
                 target_id: target.id,
                 label: "default".to_owned(),
                 kind: AuthMethodKind::Bearer,
-                sealed_credential: secrets
-                    .seal_str(&credential.to_stored(), credential_slot(method_id)),
+                sealed_credential: secrets.seal_str(
+                    &credential.to_stored(),
+                    SecretSlot::auth_method_credential(method_id),
+                ),
                 credential_hint: credential.hint(),
                 is_default: true,
             })

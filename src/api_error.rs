@@ -5,10 +5,10 @@
 use http::StatusCode;
 
 use crate::access::AccessError;
+use crate::connect::ConnectError;
 use crate::credentials::TokenError;
 use crate::crypto::CryptoError;
 use crate::domain::validation::ValidationError;
-use crate::oauth::connect::ConnectError;
 use crate::store::StoreError;
 
 pub const MANAGED_TARGET_MESSAGE: &str =
@@ -50,7 +50,7 @@ pub enum ApiError {
     UpstreamTimeout,
     /// The connect flow failed (SPEC §6).
     #[error(transparent)]
-    Connect(#[from] crate::oauth::connect::ConnectError),
+    Connect(#[from] crate::connect::ConnectError),
     /// Proxy step 6: the connected account cannot give an access token.
     #[error(transparent)]
     AccountToken(#[from] crate::credentials::TokenError),

@@ -16,17 +16,17 @@ use crate::admin::{self, AdminState};
 use crate::audit;
 use crate::change_feed::{self, ChangeFeed};
 use crate::config::{Config, ConfigError};
+use crate::connect::ConnectFlow;
 use crate::credentials::AccessTokens;
 use crate::crypto::{self, CryptoError, KeyOrigin, SecretBox};
+use crate::domain::audit::Interface;
 use crate::domain::tokens::AdminToken;
 use crate::egress::EgressPolicy;
 use crate::manage::Management;
+use crate::mcp::GatehouseTools;
 use crate::metrics::Metrics;
 use crate::oauth::client::OAuthClient;
-use crate::oauth::connect::ConnectFlow;
 use crate::oauth::providers::Providers;
-use crate::domain::audit::Interface;
-use crate::mcp::GatehouseTools;
 use crate::proxy::GatewayProxy;
 use crate::proxy::{self, ProxyHandle};
 use crate::store::{Store, StoreError};
@@ -206,7 +206,10 @@ impl App {
             access.clone(),
             snapshot_source,
             &changes,
-            access_tokens.clone(),
+            {
+                let access_tokens = access_tokens.clone();
+                move || access_tokens.forget_all()
+            },
             metrics.clone(),
             background_stop.subscribe(),
         );

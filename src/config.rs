@@ -481,7 +481,7 @@ fn read_env_secrets(env: &dyn EnvSource) -> Result<EnvSecrets, ConfigError> {
     {
         return Err(ConfigError::new(
             "GATEHOUSE_ADMIN_TOKEN",
-            "must be an admin token: sga_ followed by 43 base64url characters",
+            "must be an admin token: sga_ followed by 43 to 256 URL-safe characters (A-Z a-z 0-9 - _)",
         ));
     }
     let mut oauth_clients = BTreeMap::new();

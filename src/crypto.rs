@@ -48,7 +48,35 @@ pub struct SecretSlot {
     pub row_id: Uuid,
 }
 
+/// Where each kind of stored secret lives: the slots every sealer and opener must agree on.
 impl SecretSlot {
+    /// `target_auth_methods.credential` of one auth method.
+    pub fn auth_method_credential(method_id: Uuid) -> Self {
+        Self {
+            table: "target_auth_methods",
+            column: "credential",
+            row_id: method_id,
+        }
+    }
+
+    /// `connected_accounts.access_token` of one account.
+    pub fn account_access_token(account_id: Uuid) -> Self {
+        Self {
+            table: "connected_accounts",
+            column: "access_token",
+            row_id: account_id,
+        }
+    }
+
+    /// `connected_accounts.refresh_token` of one account.
+    pub fn account_refresh_token(account_id: Uuid) -> Self {
+        Self {
+            table: "connected_accounts",
+            column: "refresh_token",
+            row_id: account_id,
+        }
+    }
+
     fn associated_data(&self) -> Vec<u8> {
         format!("gatehouse:{}.{}:{}", self.table, self.column, self.row_id).into_bytes()
     }

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod change_feed;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod credentials;
 pub mod crypto;
 pub mod domain;

@@ -5,9 +5,7 @@ pub mod discovery;
 pub mod reload;
 mod snapshot;
 
-pub use snapshot::{
-    AccountRef, Injection, MethodRef, Snapshot, SnapshotSource, TargetEntry, TokenEntry,
-};
+pub use snapshot::{AccountRef, Injection, Snapshot, SnapshotSource, TargetEntry, TokenEntry};
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -11,11 +11,13 @@ use crate::change_feed::ChangeFeed;
 
 pub const FULL_RELOAD_EVERY: Duration = Duration::from_secs(30);
 
+/// `on_remote` runs when another replica changed something, before the reload (the app drops
+/// cached access tokens there, so they are re-read).
 pub fn spawn(
     access: Arc<AccessControl>,
     source: SnapshotSource,
     changes: &ChangeFeed,
-    access_tokens: Arc<crate::credentials::AccessTokens>,
+    on_remote: impl Fn() + Send + 'static,
     metrics: Arc<crate::metrics::Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -39,7 +41,7 @@ pub fn spawn(
                         remote |= event == crate::change_feed::ChangeEvent::Remote;
                     }
                     if remote {
-                        access_tokens.forget_all();
+                        on_remote();
                     }
                 }
             }

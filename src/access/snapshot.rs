@@ -8,7 +8,7 @@ use base64::Engine as _;
 use uuid::Uuid;
 
 use crate::crypto::SecretBox;
-use crate::domain::credential::Credential;
+use crate::domain::credential::{Credential, MethodRef};
 use crate::domain::ip_allowlist::IpAllowlist;
 use crate::domain::targets::Target;
 use crate::domain::tokens::TokenHash;
@@ -54,13 +54,6 @@ impl std::fmt::Debug for Injection {
             Self::Broken => write!(f, "Broken"),
         }
     }
-}
-
-/// An `oauth2_refresh_token` auth method; its credential is re-read when refreshing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MethodRef {
-    pub method_id: Uuid,
-    pub target_id: Uuid,
 }
 
 /// The connected account behind a managed target, as of the last snapshot.
@@ -160,7 +153,7 @@ impl SnapshotSource {
                 .secrets
                 .open_string(
                     &sealed.sealed,
-                    crate::manage::credential_slot(sealed.method_id),
+                    crate::crypto::SecretSlot::auth_method_credential(sealed.method_id),
                 )
                 .ok()
                 .and_then(|text| Credential::from_stored(sealed.kind, &text).ok());

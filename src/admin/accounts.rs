@@ -14,9 +14,9 @@ use super::auth::Admin;
 use super::json::ApiJson;
 use super::{AdminState, ErrorBody};
 use crate::api_error::ApiError;
+use crate::connect::AccountView;
 use crate::domain::validation::ValidationError;
 use crate::manage::parse_id;
-use crate::oauth::connect::AccountView;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ManagedTargetBody {
@@ -197,7 +197,7 @@ pub async fn create_connect_link(
         .create_connect_link(&body.provider, &state.public_url)
         .await
         .map_err(|error| match error {
-            crate::oauth::connect::ConnectError::UnknownProvider => {
+            crate::connect::ConnectError::UnknownProvider => {
                 ApiError::from(ValidationError::new("provider", "unknown provider"))
             }
             other => other.into(),

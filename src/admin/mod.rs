@@ -33,7 +33,7 @@ pub struct AdminState {
     pub max_body_bytes: usize,
     pub providers: Arc<crate::oauth::providers::Providers>,
     /// Connected accounts and the connect flow.
-    pub accounts: crate::oauth::connect::ConnectFlow,
+    pub accounts: crate::connect::ConnectFlow,
     /// `admin.public_url`: the browser-facing base of this listener.
     pub public_url: url::Url,
     /// `proxy.public_url`: the agent-facing base, for MCP client set-up snippets.

@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use super::AdminState;
 use super::auth::Admin;
 use crate::api_error::ApiError;
-use crate::oauth::connect::{BINDING_COOKIE, ConnectError, FLOW_LIFETIME};
+use crate::connect::{BINDING_COOKIE, ConnectError, FLOW_LIFETIME};
 
 fn query_param(raw: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())

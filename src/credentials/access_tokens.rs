@@ -19,12 +19,11 @@ use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 use uuid::Uuid;
 
-use crate::access::MethodRef;
 use crate::change_feed::{ChangeEvent, ChangeFeed};
 use crate::crypto::{SecretBox, SecretSlot};
 use crate::domain::Timestamp;
 use crate::domain::accounts::AccountStatus;
-use crate::domain::credential::Credential;
+use crate::domain::credential::{Credential, MethodRef};
 use crate::metrics::Metrics;
 use crate::oauth::client::{OAuthClient, OAuthError};
 use crate::oauth::providers::Providers;
@@ -109,22 +108,6 @@ pub struct AccessTokens {
     method_cache: DashMap<Uuid, CachedToken>,
     method_flights: DashMap<Uuid, Flight>,
     method_backoff: DashMap<Uuid, (u32, Instant)>,
-}
-
-pub fn access_token_slot(account_id: Uuid) -> SecretSlot {
-    SecretSlot {
-        table: "connected_accounts",
-        column: "access_token",
-        row_id: account_id,
-    }
-}
-
-pub fn refresh_token_slot(account_id: Uuid) -> SecretSlot {
-    SecretSlot {
-        table: "connected_accounts",
-        column: "refresh_token",
-        row_id: account_id,
-    }
 }
 
 fn account_info(tokens: &AccountTokens) -> AccountInfo {
@@ -311,13 +294,14 @@ impl AccessTokens {
                 let expires_at = Utc::now()
                     + chrono::Duration::from_std(set.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME))
                         .unwrap_or_else(|_| chrono::Duration::hours(1));
-                let sealed_access = self
-                    .secrets
-                    .seal_str(&set.access_token, access_token_slot(account_id));
-                let sealed_refresh = set
-                    .refresh_token
-                    .as_deref()
-                    .map(|rt| self.secrets.seal_str(rt, refresh_token_slot(account_id)));
+                let sealed_access = self.secrets.seal_str(
+                    &set.access_token,
+                    SecretSlot::account_access_token(account_id),
+                );
+                let sealed_refresh = set.refresh_token.as_deref().map(|rt| {
+                    self.secrets
+                        .seal_str(rt, SecretSlot::account_refresh_token(account_id))
+                });
                 let saved = self
                     .store
                     .save_refreshed_tokens(
@@ -399,7 +383,7 @@ impl AccessTokens {
         let refresh_token = match &row.sealed_refresh_token {
             Some(sealed) => self
                 .secrets
-                .open_string(sealed, refresh_token_slot(account_id))
+                .open_string(sealed, SecretSlot::account_refresh_token(account_id))
                 .map_err(|_| {
                     OAuthError::Transient("stored refresh token cannot be opened".to_owned())
                 })?,
@@ -472,7 +456,7 @@ impl AccessTokens {
     ) -> Result<CachedToken, TokenError> {
         let access_token = self
             .secrets
-            .open_string(sealed, access_token_slot(account_id))
+            .open_string(sealed, SecretSlot::account_access_token(account_id))
             .map_err(|e| TokenError::Internal(e.to_string()))?;
         let token = CachedToken {
             access_token: Arc::from(access_token.as_str()),
@@ -538,7 +522,7 @@ impl AccessTokens {
             .sealed_credential(method.method_id)
             .await
             .map_err(internal)?;
-        let slot = crate::manage::credential_slot(method.method_id);
+        let slot = SecretSlot::auth_method_credential(method.method_id);
         let text = self
             .secrets
             .open_string(&sealed.sealed, slot)

@@ -8,6 +8,14 @@ use serde::{Deserialize, Serialize};
 use super::targets::AuthMethodKind;
 use super::validation::ValidationError;
 
+/// An `oauth2_refresh_token` auth method as the proxy knows it; its credential is re-read from
+/// the store when it is refreshed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodRef {
+    pub method_id: uuid::Uuid,
+    pub target_id: uuid::Uuid,
+}
+
 /// Most custom headers one auth method may set.
 const MAX_CUSTOM_HEADERS: usize = 10;
 

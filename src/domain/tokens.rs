@@ -11,6 +11,9 @@ use sha2::{Digest as _, Sha256};
 /// Length of 32 bytes in unpadded base64url.
 const SECRET_CHARS: usize = 43;
 
+/// Longest secret accepted in a hand-made admin token (`GATEHOUSE_ADMIN_TOKEN`).
+const MAX_ADMIN_SECRET_CHARS: usize = 256;
+
 /// SHA-256 of a token's plaintext, lowercase hex. The only form in which tokens are stored.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TokenHash(String);
@@ -38,7 +41,7 @@ impl fmt::Debug for TokenHash {
 }
 
 macro_rules! bearer_token {
-    ($name:ident, $prefix:literal, $doc:literal) => {
+    ($name:ident, $prefix:literal, $secret_chars:expr, $doc:literal) => {
         #[doc = $doc]
         #[derive(Clone, PartialEq, Eq)]
         pub struct $name(String);
@@ -53,10 +56,11 @@ macro_rules! bearer_token {
                 Self(format!("{}{}", $prefix, URL_SAFE_NO_PAD.encode(bytes)))
             }
 
-            /// Accept only the exact shape this type generates; anything else is `None`.
+            /// Accept the prefix and a secret of URL-safe characters whose length is in the
+            /// type's range; anything else is `None`.
             pub fn parse(text: &str) -> Option<Self> {
                 let secret = text.strip_prefix($prefix)?;
-                let well_formed = secret.len() == SECRET_CHARS
+                let well_formed = ($secret_chars).contains(&secret.len())
                     && secret
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
@@ -81,12 +85,21 @@ macro_rules! bearer_token {
     };
 }
 
+// Agent tokens are only ever generated here: exactly the generated shape.
 bearer_token!(
     AgentToken,
     "sg_",
+    SECRET_CHARS..=SECRET_CHARS,
     "An agent's bearer token for the proxy listener."
 );
-bearer_token!(AdminToken, "sga_", "A bearer token for the admin API.");
+// Admin tokens may be made by hand for `GATEHOUSE_ADMIN_TOKEN` (`sga_` + `openssl rand -hex
+// 32`): at least as long as a generated one (256 bits), bounded above.
+bearer_token!(
+    AdminToken,
+    "sga_",
+    SECRET_CHARS..=MAX_ADMIN_SECRET_CHARS,
+    "A bearer token for the admin API."
+);
 
 #[cfg(test)]
 mod tests {
@@ -119,6 +132,24 @@ mod tests {
             assert_eq!(AgentToken::parse(&bad), None, "{bad:?} must not parse");
         }
         assert_eq!(AdminToken::parse(good.expose()), None);
+    }
+
+    #[test]
+    fn admin_tokens_made_by_hand_are_accepted() {
+        // `sga_$(openssl rand -hex 32)`: 64 hex characters.
+        let hex = format!("sga_{}", "0123456789abcdef".repeat(4));
+        assert!(AdminToken::parse(&hex).is_some(), "{hex}");
+        let long = format!("sga_{}", "A-_z".repeat(40));
+        assert!(AdminToken::parse(&long).is_some());
+        for bad in [
+            format!("sga_{}", "a".repeat(SECRET_CHARS - 1)),
+            format!("sga_{}", "a".repeat(MAX_ADMIN_SECRET_CHARS + 1)),
+            format!("sga_{}!", "a".repeat(SECRET_CHARS)),
+        ] {
+            assert_eq!(AdminToken::parse(&bad), None, "{bad:?} must not parse");
+        }
+        // Agent tokens are only ever generated here: their exact shape stays required.
+        assert_eq!(AgentToken::parse(&format!("sg_{}", "ab".repeat(32))), None);
     }
 
     #[test]

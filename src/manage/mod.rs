@@ -5,7 +5,7 @@
 mod targets;
 mod tokens;
 
-pub use targets::{NewTargetInput, TargetDetail, TargetPatchInput, TargetSummary, credential_slot};
+pub use targets::{NewTargetInput, TargetDetail, TargetPatchInput, TargetSummary};
 pub use tokens::PermissionView;
 
 use std::sync::Arc;

@@ -42,15 +42,6 @@ pub struct TargetDetail {
     pub account: Option<ConnectedAccount>,
 }
 
-/// Where a credential is sealed: bound to its auth-method row.
-pub fn credential_slot(method_id: Uuid) -> SecretSlot {
-    SecretSlot {
-        table: "target_auth_methods",
-        column: "credential",
-        row_id: method_id,
-    }
-}
-
 impl Management {
     fn base_url(&self, field: &str, text: &str) -> Result<url::Url, ValidationError> {
         let url = url::Url::parse(text.trim())
@@ -208,9 +199,10 @@ impl Management {
                 target_id,
                 label,
                 kind,
-                sealed_credential: self
-                    .secrets
-                    .seal_str(&credential.to_stored(), credential_slot(id)),
+                sealed_credential: self.secrets.seal_str(
+                    &credential.to_stored(),
+                    SecretSlot::auth_method_credential(id),
+                ),
                 credential_hint: credential.hint(),
                 is_default,
             })
@@ -235,9 +227,10 @@ impl Management {
         let credential = match credential {
             Some(input) => {
                 let credential = self.credential(existing.kind, input)?;
-                let sealed = self
-                    .secrets
-                    .seal_str(&credential.to_stored(), credential_slot(method_id));
+                let sealed = self.secrets.seal_str(
+                    &credential.to_stored(),
+                    SecretSlot::auth_method_credential(method_id),
+                );
                 Some((sealed, credential.hint()))
             }
             None => None,

@@ -124,7 +124,10 @@ pub fn forward_request(
     authorization: HeaderValue,
     client_ip: std::net::IpAddr,
 ) -> Result<ForwardRequest, ValidationError> {
-    let mut target = format!("/gateway/{}", utf8_percent_encode(&input.target, SLUG_ESCAPES));
+    let mut target = format!(
+        "/gateway/{}",
+        utf8_percent_encode(&input.target, SLUG_ESCAPES)
+    );
     if !input.path.is_empty() && !input.path.starts_with('/') {
         target.push('/');
     }
@@ -141,8 +144,9 @@ pub fn forward_request(
     let mut headers = Vec::new();
     let mut has_content_type = false;
     for (name, value) in input.headers.unwrap_or_default() {
-        let header_name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| ValidationError::new("headers", format!("{name:?} is not a header name")))?;
+        let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            ValidationError::new("headers", format!("{name:?} is not a header name"))
+        })?;
         if FRAMING_HEADERS.contains(&header_name.as_str()) {
             continue;
         }
@@ -400,7 +404,11 @@ mod tests {
 
     #[test]
     fn outputs_json_text_base64_and_truncation() {
-        let json = output(response(Some("application/json; charset=utf-8"), br#"{"a":[1]}"#, 9));
+        let json = output(response(
+            Some("application/json; charset=utf-8"),
+            br#"{"a":[1]}"#,
+            9,
+        ));
         assert_eq!(json.body, serde_json::json!({"a": [1]}));
         assert_eq!(json.headers["x-multi"], "a, b");
         assert_eq!(json.truncated, None);
@@ -419,7 +427,9 @@ mod tests {
         // No content type: UTF-8 is text, anything else base64.
         assert_eq!(output(response(None, b"ok", 2)).body, "ok");
         assert_eq!(
-            output(response(None, &[255, 0], 2)).body_encoding.as_deref(),
+            output(response(None, &[255, 0], 2))
+                .body_encoding
+                .as_deref(),
             Some("base64")
         );
     }

@@ -121,10 +121,8 @@ impl GatehouseTools {
         let input: ApiRequestInput = match serde_json::from_value(arguments) {
             Ok(input) => input,
             Err(error) => {
-                let error = crate::domain::validation::ValidationError::new(
-                    "arguments",
-                    error.to_string(),
-                );
+                let error =
+                    crate::domain::validation::ValidationError::new("arguments", error.to_string());
                 return Ok(refusal(&ApiError::from(error)));
             }
         };
@@ -173,9 +171,7 @@ fn tool_list() -> Vec<Tool> {
         "additionalProperties": false,
     })));
     let discover_output: Arc<JsonObject> = Arc::new(object(discover_output_schema()));
-    let read_only = ToolAnnotations::new()
-        .read_only(true)
-        .open_world(false);
+    let read_only = ToolAnnotations::new().read_only(true).open_world(false);
     let discover = |name: &'static str, description: &'static str| {
         Tool::new(name, description, discover_input.clone())
             .with_raw_output_schema(discover_output.clone())
@@ -247,8 +243,7 @@ impl ServerHandler for GatehouseTools {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(
-                Implementation::new("gatehouse", env!("CARGO_PKG_VERSION"))
-                    .with_title("Gatehouse"),
+                Implementation::new("gatehouse", env!("CARGO_PKG_VERSION")).with_title("Gatehouse"),
             )
             .with_protocol_version(ProtocolVersion::V_2025_11_25)
             .with_instructions(INSTRUCTIONS)
@@ -267,7 +262,11 @@ impl ServerHandler for GatehouseTools {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.inner.tools.iter().find(|tool| tool.name == name).cloned()
+        self.inner
+            .tools
+            .iter()
+            .find(|tool| tool.name == name)
+            .cloned()
     }
 
     async fn call_tool(

@@ -46,7 +46,10 @@ mod tests {
         );
         let json: serde_json::Value =
             serde_json::from_str(&mcp_servers_json(&url, "sg_abc")).unwrap();
-        assert_eq!(json["mcpServers"]["gatehouse"]["url"], "https://gw.example.com/mcp");
+        assert_eq!(
+            json["mcpServers"]["gatehouse"]["url"],
+            "https://gw.example.com/mcp"
+        );
         assert_eq!(
             json["mcpServers"]["gatehouse"]["headers"]["Authorization"],
             "Bearer sg_abc"

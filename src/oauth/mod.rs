@@ -1,5 +1,4 @@
 //! Talking to OAuth providers. Knows no HTTP server types.
 
 pub mod client;
-pub mod connect;
 pub mod providers;

@@ -42,9 +42,9 @@ use crate::api_error::ApiError;
 use crate::audit::AuditSink;
 use crate::config::UpstreamConfig;
 use crate::domain::audit::{AuditEntry, Interface};
-use crate::mcp::{McpCaller, McpHttpService};
 use crate::domain::upstream_path::{self, Route};
 use crate::egress::EgressPolicy;
+use crate::mcp::{McpCaller, McpHttpService};
 use crate::metrics::{Metrics, status_class};
 
 /// Shared state of the proxy listener.
@@ -169,7 +169,9 @@ impl GatewayProxy {
             .get(http::header::AUTHORIZATION)
             .cloned();
         let Some(authorization) = authorization else {
-            return self.refuse(session, ctx, AccessError::MissingToken.into()).await;
+            return self
+                .refuse(session, ctx, AccessError::MissingToken.into())
+                .await;
         };
         let caller = McpCaller {
             caller,

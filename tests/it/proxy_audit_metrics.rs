@@ -339,7 +339,11 @@ async fn metrics_count_requests_and_auth_failures_without_secrets() {
     assert_eq!(
         delta(
             requests,
-            &[("target", "api"), ("status", "2xx"), ("interface", "gateway")]
+            &[
+                ("target", "api"),
+                ("status", "2xx"),
+                ("interface", "gateway")
+            ]
         ),
         3.0,
         "{after}"

@@ -12,10 +12,10 @@ use uuid::Uuid;
 
 use super::{Nav, Session, UiError, UiResult, layout, see_other, when};
 use crate::admin::AdminState;
+use crate::connect::{AccountView, FLOW_LIFETIME};
 use crate::domain::accounts::AccountStatus;
 use crate::domain::targets::Permission;
 use crate::manage::parse_id;
-use crate::oauth::connect::{AccountView, FLOW_LIFETIME};
 
 fn query_param(raw: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())

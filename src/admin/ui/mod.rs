@@ -265,8 +265,8 @@ impl From<crate::store::StoreError> for UiError {
     }
 }
 
-impl From<crate::oauth::connect::ConnectError> for UiError {
-    fn from(error: crate::oauth::connect::ConnectError) -> Self {
+impl From<crate::connect::ConnectError> for UiError {
+    fn from(error: crate::connect::ConnectError) -> Self {
         ApiError::from(error).into()
     }
 }

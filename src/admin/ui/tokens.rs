@@ -265,11 +265,7 @@ pub async fn regenerate(
         &session,
         &state,
         id,
-        Some(plaintext_box(
-            &record,
-            &plaintext,
-            &state.proxy_public_url,
-        )),
+        Some(plaintext_box(&record, &plaintext, &state.proxy_public_url)),
     )
     .await
 }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod browser;
 pub mod child;
 pub mod db;
+pub mod mcp;
 pub mod oidc;
 
 pub use app::TestApp;

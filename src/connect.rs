@@ -12,13 +12,13 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 use uuid::Uuid;
 
-use super::client::{OAuthClient, OAuthError};
-use super::providers::{Provider, Providers};
 use crate::change_feed::{ChangeEvent, ChangeFeed};
-use crate::credentials::access_tokens::{AccessTokens, access_token_slot, refresh_token_slot};
+use crate::credentials::access_tokens::AccessTokens;
 use crate::crypto::{SecretBox, SecretSlot};
 use crate::domain::accounts::ConnectedAccount;
 use crate::domain::targets::{Capability, TargetSlug};
+use crate::oauth::client::{OAuthClient, OAuthError};
+use crate::oauth::providers::{Provider, Providers};
 use crate::store::accounts::{FreshTokens, NewConnectedAccount};
 use crate::store::oauth::OAuthState;
 use crate::store::targets::NewTarget;
@@ -174,13 +174,14 @@ impl ConnectFlow {
         let account = match existing {
             Some(account) => {
                 let fresh = FreshTokens {
-                    sealed_access_token: self
-                        .secrets
-                        .seal_str(&tokens.access_token, access_token_slot(account.id)),
-                    sealed_refresh_token: tokens
-                        .refresh_token
-                        .as_deref()
-                        .map(|rt| self.secrets.seal_str(rt, refresh_token_slot(account.id))),
+                    sealed_access_token: self.secrets.seal_str(
+                        &tokens.access_token,
+                        SecretSlot::account_access_token(account.id),
+                    ),
+                    sealed_refresh_token: tokens.refresh_token.as_deref().map(|rt| {
+                        self.secrets
+                            .seal_str(rt, SecretSlot::account_refresh_token(account.id))
+                    }),
                     token_expires_at: expires_at,
                 };
                 self.store
@@ -201,11 +202,11 @@ impl ConnectFlow {
                     display_name: profile.display_name.clone(),
                     sealed_access_token: self
                         .secrets
-                        .seal_str(&tokens.access_token, access_token_slot(id)),
-                    sealed_refresh_token: tokens
-                        .refresh_token
-                        .as_deref()
-                        .map(|rt| self.secrets.seal_str(rt, refresh_token_slot(id))),
+                        .seal_str(&tokens.access_token, SecretSlot::account_access_token(id)),
+                    sealed_refresh_token: tokens.refresh_token.as_deref().map(|rt| {
+                        self.secrets
+                            .seal_str(rt, SecretSlot::account_refresh_token(id))
+                    }),
                     token_expires_at: expires_at,
                     scopes,
                 };
@@ -350,7 +351,9 @@ impl ConnectFlow {
         if let (Some(provider), Some(sealed)) = (
             self.providers.get(&tokens.account.provider_type),
             &tokens.sealed_refresh_token,
-        ) && let Ok(refresh_token) = self.secrets.open_string(sealed, refresh_token_slot(id))
+        ) && let Ok(refresh_token) = self
+            .secrets
+            .open_string(sealed, SecretSlot::account_refresh_token(id))
         {
             self.oauth.revoke(provider, &refresh_token).await;
         }
