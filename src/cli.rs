@@ -53,6 +53,10 @@ pub enum TokenCommand {
         /// Grant read-only access (GET, HEAD, OPTIONS).
         #[arg(long)]
         read_only: bool,
+        /// After the token, print the set-up of an MCP client that uses it (the default when
+        /// stdout is a terminal; piped, only the token is printed).
+        #[arg(long)]
+        with_setup: bool,
     },
 }
 
@@ -75,7 +79,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             targets,
             read_only,
-        }) => runtime.block_on(token_create(config, &name, &targets, read_only)),
+            with_setup,
+        }) => {
+            use std::io::IsTerminal as _;
+            let setup = with_setup || std::io::stdout().is_terminal();
+            runtime.block_on(token_create(config, &name, &targets, read_only, setup))
+        }
     }
 }
 
@@ -114,6 +123,7 @@ async fn token_create(
     name: &str,
     targets: &[String],
     read_only: bool,
+    with_setup: bool,
 ) -> anyhow::Result<()> {
     let management = app::management(&config).await?;
     let result = management
@@ -121,14 +131,17 @@ async fn token_create(
         .await;
     management.store().clone().close().await;
     let (_, plaintext) = result.map_err(|error| anyhow::anyhow!(error.public_message()))?;
-    // The token alone on the first line (scripts read it); the set-up help goes to stderr.
+    // The token alone on the first line; scripts that pipe stdout get nothing else. The set-up
+    // lines carry the token too, so they go to stdout as well, never to stderr (often logged).
     println!("{}", plaintext.expose());
-    let url = &config.proxy.public_url;
-    eprintln!(
-        "\nConnect an MCP client (Claude Code):\n  {}\n\nor add this to the client's MCP configuration:\n{}",
-        crate::mcp::setup::claude_command(url, plaintext.expose()),
-        crate::mcp::setup::mcp_servers_json(url, plaintext.expose()),
-    );
+    if with_setup {
+        let url = &config.proxy.public_url;
+        println!(
+            "\nConnect an MCP client (Claude Code):\n  {}\n\nor add this to the client's MCP configuration:\n{}",
+            crate::mcp::setup::claude_command(url, plaintext.expose()),
+            crate::mcp::setup::mcp_servers_json(url, plaintext.expose()),
+        );
+    }
     Ok(())
 }
 

@@ -513,6 +513,41 @@ async fn cli_token_create_prints_one_token_and_grants_the_target() {
     assert_eq!(permissions[0].target_id, target.id);
     assert!(permissions[0].read_only);
 
+    // `--with-setup`: the token line, then the MCP client set-up for it (proxy.public_url).
+    let output = gatehouse_cli(cwd.path(), &db)
+        .args(["token", "create", "--name", "mcp agent", "--with-setup"])
+        .env("GATEHOUSE__PROXY__PUBLIC_URL", "https://gw.example.com")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let first = stdout.lines().next().unwrap_or_default();
+    let agent = AgentToken::parse(first).unwrap_or_else(|| panic!("token first: {stdout}"));
+    let command = format!(
+        "claude mcp add --transport http gatehouse https://gw.example.com/mcp --header \"Authorization: Bearer {}\"",
+        agent.expose()
+    );
+    assert!(stdout.contains(&command), "{stdout}");
+    assert!(
+        stdout.contains("\"url\": \"https://gw.example.com/mcp\""),
+        "{stdout}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains(&agent.expose()[3..]),
+        "token on stderr"
+    );
+    store
+        .delete_agent_token(
+            store
+                .agent_token_by_hash(&agent.hash())
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+        )
+        .await
+        .unwrap();
+
     // An unknown target: non-zero exit, one line naming it, nothing written.
     let output = gatehouse_cli(cwd.path(), &db)
         .args([

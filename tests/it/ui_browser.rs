@@ -253,6 +253,20 @@ async fn admin_ui_in_a_real_browser() {
         .unwrap()
         .unwrap_or_default();
     assert!(plaintext.starts_with("sg_"), "{plaintext}");
+    // Copy-ready MCP client set-up for the new token, at proxy.public_url (the default here).
+    let claude = browser.css("#setup-claude").await.text().await.unwrap();
+    assert_eq!(
+        claude,
+        format!(
+            "claude mcp add --transport http gatehouse http://127.0.0.1:8080/mcp --header \"Authorization: Bearer {plaintext}\""
+        )
+    );
+    let servers: serde_json::Value =
+        serde_json::from_str(&browser.css("#setup-json").await.text().await.unwrap()).unwrap();
+    assert_eq!(
+        servers["mcpServers"]["gatehouse"]["headers"]["Authorization"],
+        format!("Bearer {plaintext}")
+    );
     browser.screenshot("08-tokens-created").await;
 
     browser.goto(&ui(&format!("/ui/tokens/{agent_id}"))).await;
@@ -263,6 +277,12 @@ async fn admin_ui_in_a_real_browser() {
         .await;
     wait_for_path(&browser, &format!("/ui/tokens/{agent_id}")).await;
     browser.css("h1").await;
+    // The token page cannot show the secret again: the set-up carries a placeholder.
+    let claude = browser.css("#setup-claude").await.text().await.unwrap();
+    assert!(
+        claude.ends_with("--header \"Authorization: Bearer <your sg_ token>\""),
+        "{claude}"
+    );
     let rows = store.permissions_of_token(agent_id).await.unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].target_id, billing_id);
