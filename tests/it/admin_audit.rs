@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::support::TestApp;
 use crate::support::admin::{AdminClient, json_id};
 
-const ENTRY_KEYS: [&str; 13] = [
+const ENTRY_KEYS: [&str; 14] = [
     "id",
     "token_id",
     "token_name",
@@ -27,6 +27,7 @@ const ENTRY_KEYS: [&str; 13] = [
     "duration_ms",
     "upstream_ms",
     "error",
+    "interface",
     "created_at",
 ];
 
@@ -151,6 +152,7 @@ async fn newest_first_with_every_field() {
     assert_eq!(newest["duration_ms"], 16);
     assert_eq!(newest["upstream_ms"], 11);
     assert_eq!(newest["error"], Value::Null);
+    assert_eq!(newest["interface"], "gateway");
     let created_at = chrono::DateTime::parse_from_rfc3339(newest["created_at"].as_str().unwrap())
         .unwrap()
         .to_utc();
