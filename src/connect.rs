@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::change_feed::{ChangeEvent, ChangeFeed};
 use crate::credentials::access_tokens::AccessTokens;
 use crate::crypto::{SecretBox, SecretSlot};
-use crate::domain::accounts::ConnectedAccount;
+use crate::domain::accounts::{ConnectedAccount, FlowOrigin};
 use crate::domain::targets::{Capability, TargetSlug};
 use crate::oauth::client::{OAuthClient, OAuthError};
 use crate::oauth::providers::{Provider, Providers};
@@ -64,6 +64,12 @@ impl ConnectError {
     }
 }
 
+/// The end of a flow: who started it (`None` for an unknown or forged state) and its outcome.
+pub struct Finished {
+    pub origin: Option<FlowOrigin>,
+    pub result: Result<ConnectedAccount, ConnectError>,
+}
+
 /// What `start` gives the HTTP layer: where to send the browser and the cookie to set.
 pub struct Started {
     pub authorize_url: Url,
@@ -107,7 +113,7 @@ impl ConnectFlow {
         Ok(provider)
     }
 
-    pub async fn start(&self, kind: &str) -> Result<Started, ConnectError> {
+    pub async fn start(&self, kind: &str, origin: FlowOrigin) -> Result<Started, ConnectError> {
         let provider = self.provider(kind)?;
         let request = self
             .oauth
@@ -126,6 +132,7 @@ impl ConnectFlow {
                     .secrets
                     .seal_str(&request.pkce_verifier, verifier_slot(id)),
                 browser_binding: sha256_hex(&nonce),
+                origin,
                 expires_at: chrono::Utc::now() + FLOW_LIFETIME,
             })
             .await?;
@@ -136,14 +143,29 @@ impl ConnectFlow {
         })
     }
 
-    /// Verify the state (single use) and the browser's cookie, then exchange and store.
-    pub async fn finish(
+    /// Verify the state (single use) and the browser's cookie, then exchange and store. The
+    /// flow's origin is known once the state was found, whatever happens next.
+    pub async fn finish(&self, state: &str, code: &str, cookie: Option<&str>) -> Finished {
+        let flow = match self.take_state(state, cookie).await {
+            Ok(flow) => flow,
+            Err(error) => {
+                return Finished {
+                    origin: None,
+                    result: Err(error),
+                };
+            }
+        };
+        Finished {
+            origin: Some(flow.origin),
+            result: self.complete(flow, code).await,
+        }
+    }
+
+    async fn complete(
         &self,
-        state: &str,
+        flow: OAuthState,
         code: &str,
-        cookie: Option<&str>,
     ) -> Result<ConnectedAccount, ConnectError> {
-        let flow = self.take_state(state, cookie).await?;
         let provider = self.provider(&flow.provider_type)?;
         let verifier = self
             .secrets
@@ -313,9 +335,16 @@ impl ConnectFlow {
     }
 
     /// Consume the state of a flow the provider ended with an error; nothing is stored.
-    pub async fn abandon(&self, state: &str) -> Result<(), ConnectError> {
-        self.store.take_oauth_state(&sha256_hex(state)).await?;
-        Ok(())
+    /// The provider ended the flow with an error: consume the state (nothing is stored) and
+    /// say who started it, if it was ours.
+    pub async fn abandon(&self, state: &str) -> Option<FlowOrigin> {
+        if state.is_empty() {
+            return None;
+        }
+        match self.store.take_oauth_state(&sha256_hex(state)).await {
+            Ok(flow) => flow.map(|flow| flow.origin),
+            Err(_) => None,
+        }
     }
 
     pub async fn accounts(&self) -> Result<Vec<AccountView>, StoreError> {

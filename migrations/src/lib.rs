@@ -4,6 +4,8 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod columns;
+
 mod m20261125_000001_create_tokens;
 mod m20261125_000002_create_connected_accounts;
 mod m20261125_000003_create_targets;
@@ -11,6 +13,7 @@ mod m20261125_000004_create_audit_logs;
 mod m20261125_000005_create_oauth_states;
 mod m20261125_000006_create_change_counter;
 mod m20261201_000007_audit_interface;
+mod m20261201_000008_oauth_state_origin;
 
 pub struct Migrator;
 
@@ -25,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000005_create_oauth_states::Migration),
             Box::new(m20261125_000006_create_change_counter::Migration),
             Box::new(m20261201_000007_audit_interface::Migration),
+            Box::new(m20261201_000008_oauth_state_origin::Migration),
         ]
     }
 }

@@ -3,36 +3,19 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::columns::{add_text_column, drop_column};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(AuditLogs::Table)
-                    .add_column(
-                        ColumnDef::new(AuditLogs::Interface)
-                            .string()
-                            .not_null()
-                            .default("gateway"),
-                    )
-                    .to_owned(),
-            )
-            .await
+        add_text_column(manager, AuditLogs::Table, AuditLogs::Interface, "gateway").await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(AuditLogs::Table)
-                    .drop_column(AuditLogs::Interface)
-                    .to_owned(),
-            )
-            .await
+        drop_column(manager, AuditLogs::Table, AuditLogs::Interface).await
     }
 }
 

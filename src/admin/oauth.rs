@@ -10,6 +10,7 @@ use super::AdminState;
 use super::auth::Admin;
 use crate::api_error::ApiError;
 use crate::connect::{BINDING_COOKIE, ConnectError, FLOW_LIFETIME};
+use crate::domain::accounts::{ConnectedAccount, FlowOrigin};
 
 fn query_param(raw: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
@@ -64,9 +65,9 @@ pub async fn authorize(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let provider = match query_param(raw.as_deref(), "link") {
+    let (provider, origin) = match query_param(raw.as_deref(), "link") {
         Some(link) => match state.accounts.redeem_connect_link(&link).await {
-            Ok(provider) => provider,
+            Ok(provider) => (provider, FlowOrigin::ConnectLink),
             Err(_) => {
                 return page(
                     StatusCode::BAD_REQUEST,
@@ -80,7 +81,7 @@ pub async fn authorize(
                 return error.into_response();
             }
             match query_param(raw.as_deref(), "provider") {
-                Some(provider) => provider,
+                Some(provider) => (provider, FlowOrigin::Admin),
                 None => {
                     return ApiError::from(crate::domain::validation::ValidationError::new(
                         "provider",
@@ -91,7 +92,7 @@ pub async fn authorize(
             }
         }
     };
-    match state.accounts.start(&provider).await {
+    match state.accounts.start(&provider, origin).await {
         Ok(started) => {
             let mut response = (
                 StatusCode::FOUND,
@@ -109,7 +110,9 @@ pub async fn authorize(
     }
 }
 
-/// The provider sends the browser back here.
+/// The provider sends the browser back here. Admin-started flows return to the integrations
+/// page; flows started from a connect link end on a public page of their own (SPEC §6): the
+/// person who opened the link is not an admin.
 pub async fn callback(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
@@ -117,22 +120,21 @@ pub async fn callback(
 ) -> Response {
     let raw = raw.as_deref();
     let state_param = query_param(raw, "state").unwrap_or_default();
-    let outcome = if let Some(error) = query_param(raw, "error") {
+    let (origin, outcome) = if let Some(error) = query_param(raw, "error") {
         // The provider ended the flow (e.g. access_denied): nothing is stored.
-        let _ = state.accounts.abandon(&state_param).await;
-        Err(error)
+        (state.accounts.abandon(&state_param).await, Err(error))
     } else {
         let code = query_param(raw, "code").unwrap_or_default();
-        match state
+        let finished = state
             .accounts
             .finish(
                 &state_param,
                 &code,
                 cookie(&headers, BINDING_COOKIE).as_deref(),
             )
-            .await
-        {
-            Ok(account) => Ok(account.id),
+            .await;
+        let outcome = match finished.result {
+            Ok(account) => Ok(account),
             Err(ConnectError::InvalidState) => {
                 return page(
                     StatusCode::BAD_REQUEST,
@@ -144,18 +146,71 @@ pub async fn callback(
                 tracing::warn!(%error, "connect flow failed");
                 Err(error.code().to_owned())
             }
+        };
+        (finished.origin, outcome)
+    };
+    let mut response = match origin {
+        Some(FlowOrigin::ConnectLink) => link_outcome_page(&outcome),
+        Some(FlowOrigin::Admin) | None => {
+            let location = match outcome {
+                Ok(account) => format!("/ui/integrations?connected={}", account.id),
+                Err(code) => {
+                    let code: String =
+                        url::form_urlencoded::byte_serialize(code.as_bytes()).collect();
+                    format!("/ui/integrations?error={code}")
+                }
+            };
+            (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
         }
     };
-    let location = match outcome {
-        Ok(id) => format!("/ui/integrations?connected={id}"),
-        Err(code) => {
-            let code: String = url::form_urlencoded::byte_serialize(code.as_bytes()).collect();
-            format!("/ui/integrations?error={code}")
-        }
-    };
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
     if let Some(cookie) = binding_cookie(&state, "", 0) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// The end of a connect-link flow, in plain words: no admin data, no session needed.
+fn link_outcome_page(outcome: &Result<ConnectedAccount, String>) -> Response {
+    match outcome {
+        Ok(account) => page(
+            StatusCode::OK,
+            "Account connected",
+            &format!("Connected {} — you can close this window.", account.email),
+        ),
+        Err(code) => {
+            let (status, message) = match code.as_str() {
+                "access_denied" => (
+                    StatusCode::BAD_REQUEST,
+                    "You declined the access request, so nothing was connected. You can close \
+                     this window, or ask your admin for a new link to try again.",
+                ),
+                "no_email" => (
+                    StatusCode::BAD_REQUEST,
+                    "This account has no email address, so it cannot be connected. Sign in with \
+                     a mailbox account, using a new link from your admin.",
+                ),
+                "invalid_grant" => (
+                    StatusCode::BAD_REQUEST,
+                    "The provider did not accept the sign-in (it may have expired). Ask your \
+                     admin for a new link and try again.",
+                ),
+                "provider_not_configured" | "unknown_provider" => (
+                    StatusCode::CONFLICT,
+                    "This kind of account cannot be connected yet: Gatehouse is not set up for \
+                     it. Tell your admin.",
+                ),
+                "internal_error" => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong on Gatehouse's side, so nothing was connected. Tell \
+                     your admin; a new link lets you try again.",
+                ),
+                _ => (
+                    StatusCode::BAD_GATEWAY,
+                    "The provider refused the connection, so nothing was connected. Tell your \
+                     admin; a new link lets you try again.",
+                ),
+            };
+            page(status, "Account not connected", message)
+        }
+    }
 }

@@ -4,6 +4,31 @@ use uuid::Uuid;
 
 use super::Timestamp;
 
+/// Who started a connect flow: an admin (who returns to the integrations page) or a person
+/// holding a connect link (who is not an admin and ends on a public page of their own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowOrigin {
+    Admin,
+    ConnectLink,
+}
+
+impl FlowOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::ConnectLink => "connect_link",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "admin" => Some(Self::Admin),
+            "connect_link" => Some(Self::ConnectLink),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AccountStatus {
     /// Tokens work (or a transient refresh failure is being retried).

@@ -11,6 +11,7 @@ use super::entities::connect_links::{self, Entity as ConnectLinks};
 use super::entities::oauth_states::{self, Entity as OauthStates};
 use super::{Store, StoreError, now};
 use crate::domain::Timestamp;
+use crate::domain::accounts::FlowOrigin;
 
 /// A pending authorization-code flow.
 #[derive(Debug, Clone)]
@@ -20,6 +21,7 @@ pub struct OAuthState {
     pub provider_type: String,
     pub sealed_verifier: Vec<u8>,
     pub browser_binding: String,
+    pub origin: FlowOrigin,
     pub expires_at: Timestamp,
 }
 
@@ -36,6 +38,7 @@ impl Store {
             provider_type: Set(state.provider_type),
             code_verifier: Set(state.sealed_verifier),
             browser_binding: Set(state.browser_binding),
+            origin: Set(state.origin.as_str().to_owned()),
             created_at: Set(now()),
             expires_at: Set(state.expires_at),
         }
@@ -63,12 +66,15 @@ impl Store {
         if deleted.rows_affected == 0 || model.expires_at <= now() {
             return Ok(None);
         }
+        let origin = FlowOrigin::parse(&model.origin)
+            .ok_or_else(|| StoreError::corrupt("oauth state", "unknown origin"))?;
         Ok(Some(OAuthState {
             id: model.id,
             state_hash: model.state_hash,
             provider_type: model.provider_type,
             sealed_verifier: model.code_verifier,
             browser_binding: model.browser_binding,
+            origin,
             expires_at: model.expires_at,
         }))
     }

@@ -75,6 +75,31 @@ fn assert_ui_redirect(page: &Page) -> String {
     location
 }
 
+/// The public page a connect-link flow ends on (SPEC §6): HTML, no redirect (never the admin
+/// login), nothing of the admin UI on it; `says` is in its text.
+#[track_caller]
+fn assert_public_page(page: &Page, status: u16, says: &str) {
+    assert_eq!(
+        page.status, status,
+        "expected the public {status} page, got {} (location {:?}): {}",
+        page.status, page.location, page.body
+    );
+    assert!(page.location.is_none(), "no redirect: {:?}", page.location);
+    assert!(
+        page.body.to_ascii_lowercase().contains("<html"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(says), "{says:?} in: {}", page.body);
+    for admin_only in ["/ui/", "/api/", "csrf", "Log in", "token"] {
+        assert!(
+            !page.body.contains(admin_only),
+            "no admin data ({admin_only}) on the public page: {}",
+            page.body
+        );
+    }
+}
+
 /// No account, no target, no account row: the failed flow stored nothing.
 async fn assert_nothing_stored(setup: &ConnectedSetup, what: &str) {
     let (status, list) = setup
@@ -230,8 +255,13 @@ async fn a_connect_link_starts_the_flow_once_in_any_browser() {
     let callback = browser
         .sign_in(&link, "ada", &callback_prefix(&setup))
         .await;
-    let location = assert_ui_redirect(&browser.get(&callback).await);
-    let id = ConnectedSetup::connected_id(&location);
+    // The person who opened the link is not an admin: a page of its own, not the admin UI.
+    assert_public_page(
+        &browser.get(&callback).await,
+        200,
+        "Connected ada@example.com — you can close this window",
+    );
+    let id = setup.account_id_by_email("ada@example.com").await;
     let account = account(&setup, &id).await;
     assert_eq!(account["status"], "connected");
     assert_eq!(account["provider"], "microsoft_365");
@@ -243,6 +273,21 @@ async fn a_connect_link_starts_the_flow_once_in_any_browser() {
     let stats = setup.oidc.stats().await;
     assert_eq!(stats.authorization_code, 1, "{stats:?}");
     assert_eq!(stats.authorization_code_ok, 1, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connect_link_flow_that_fails_ends_on_the_public_page() {
+    let setup = setup(3600).await;
+    // A profile without an email: the error in plain words, nothing stored, no admin page.
+    assert_public_page(
+        &setup.connect_via_link("noemail-x").await,
+        400,
+        "This account has no email address, so it cannot be connected.",
+    );
+    assert_nothing_stored(&setup, "no email through a link").await;
+    // The same failure in an admin's flow still goes back to the integrations page.
+    let location = setup.connect("noemail-x").await;
+    assert_eq!(query_param(&location, "error").as_deref(), Some("no_email"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -320,10 +365,11 @@ async fn a_profile_without_email_fails_with_no_email_and_stores_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn denied_consent_redirects_with_access_denied_and_stores_nothing() {
     let setup = setup(3600).await;
-    let browser = BrowserClient::new();
-    let link = setup.connect_link().await;
+    // An admin's flow goes back to the integrations page with the error.
+    let browser = setup.admin_browser().await;
+    let start = setup.admin_connect_start(&browser).await;
     let callback = browser
-        .authorize(&link, "ada", Consent::Deny, &callback_prefix(&setup))
+        .authorize(&start, "ada", Consent::Deny, &callback_prefix(&setup))
         .await;
     assert_eq!(
         query_param(&callback, "error").as_deref(),
@@ -334,6 +380,17 @@ async fn denied_consent_redirects_with_access_denied_and_stores_nothing() {
         query_param(&location, "error").as_deref(),
         Some("access_denied"),
         "{location}"
+    );
+    // A connect link's flow ends on the public page, in plain words.
+    let browser = BrowserClient::new();
+    let link = setup.connect_link().await;
+    let callback = browser
+        .authorize(&link, "ada", Consent::Deny, &callback_prefix(&setup))
+        .await;
+    assert_public_page(
+        &browser.get(&callback).await,
+        400,
+        "You declined the access request, so nothing was connected.",
     );
     assert_nothing_stored(&setup, "denied consent").await;
     assert_eq!(
@@ -367,9 +424,12 @@ async fn a_forged_or_missing_state_is_refused_with_400() {
         "a forged state never reaches the token endpoint"
     );
 
-    // The genuine callback of that browser still completes.
-    let location = assert_ui_redirect(&browser.get(&callback).await);
-    ConnectedSetup::connected_id(&location);
+    // The genuine callback of that browser still completes (on the link's public page).
+    assert_public_page(
+        &browser.get(&callback).await,
+        200,
+        "Connected ada@example.com",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -401,10 +461,10 @@ async fn an_expired_state_is_refused_with_400() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replayed_state_is_refused_and_only_one_account_exists() {
     let setup = setup(3600).await;
-    let browser = BrowserClient::new();
-    let link = setup.connect_link().await;
+    let browser = setup.admin_browser().await;
+    let start = setup.admin_connect_start(&browser).await;
     let callback = browser
-        .sign_in(&link, "ada", &callback_prefix(&setup))
+        .sign_in(&start, "ada", &callback_prefix(&setup))
         .await;
     let cookie = browser.cookie(COOKIE).expect("binding cookie set");
 

@@ -12,7 +12,7 @@ use crate::support::accounts::{
     set_token_expiry, setup, wait_for_discovery,
 };
 use crate::support::admin::Reply;
-use crate::support::oidc::FailRule;
+use crate::support::oidc::{FailRule, assert_one_refresh};
 
 /// A connected `ada` whose access token is inside its refresh window (expires in `expires_in`
 /// seconds, possibly negative), with an agent token granted the account and admitted by the
@@ -123,17 +123,7 @@ async fn two_hundred_concurrent_requests_in_the_refresh_window_share_one_refresh
         let body: Value = serde_json::from_str(body).unwrap();
         assert_eq!(body["sub"], "ada", "{body}");
     }
-    assert_eq!(
-        after.refresh_token - before.refresh_token,
-        1,
-        "exactly one refresh at the provider: {after:?}"
-    );
-    assert_eq!(after.refresh_token_ok - before.refresh_token_ok, 1);
-    assert_eq!(after.refresh_token_invalid_grant, 0, "no reuse: {after:?}");
-    assert_eq!(
-        after.graph_unauthorized, 0,
-        "every token was live: {after:?}"
-    );
+    assert_one_refresh(&before, &after);
     assert_eq!(
         due.setup.oidc.live_grants("ada").await,
         1,

@@ -1,6 +1,6 @@
 //! The binary as an operator runs it: exit codes, one-line startup errors, the embedded default.
 
-use crate::support::child::{strip_ansi, wait_with_deadline};
+use crate::support::child::{strip_ansi, terminate};
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -190,12 +190,7 @@ fn embedded_default_start_and_clean_sigterm() {
         );
     }
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = wait_with_deadline(&mut child, Duration::from_secs(30));
+    let exit = terminate(&mut child);
     let _ = reader.join();
     log.extend(lines_rx.try_iter().map(|l| l + "\n"));
     assert!(exit.success(), "SIGTERM exits 0, got {exit:?}:\n{log}");

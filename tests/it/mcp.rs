@@ -38,9 +38,11 @@ use crate::support::accounts::{
 };
 use crate::support::admin::{Reply, json_id, managed_target};
 use crate::support::agent::{
-    Agent, PROPAGATION, is_probe, metric, spawn_configured, spawn_configured_on, until, within,
+    Agent, DiscoveryTargets, PROPAGATION, assert_bearer_401, is_probe, metric, spawn_configured,
+    spawn_configured_on, until, within,
 };
 use crate::support::mcp::{McpClient, is_error, result_header, structured, text, text_json};
+use crate::support::oidc::assert_one_refresh;
 use crate::support::upstream::{
     DOWNLOAD_LEN, FakeUpstream, closed_port, download_body, pattern, sha256_hex,
 };
@@ -212,6 +214,17 @@ async fn initialize_names_gatehouse_and_negotiates_the_protocol_version() {
     client.close().await;
 }
 
+/// Assert that the JSON schema `schema` declares each of `properties`; `what` names it.
+#[track_caller]
+fn assert_has_properties(schema: &Value, properties: &[&str], what: &str) {
+    for property in properties {
+        assert!(
+            schema["properties"].get(property).is_some(),
+            "{what} has {property}: {schema}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tools_list_has_discover_bootstrap_and_api_request_with_schemas() {
     let w = world().await;
@@ -237,20 +250,19 @@ async fn tools_list_has_discover_bootstrap_and_api_request_with_schemas() {
 
     let api = tool("api_request");
     let input = &api["inputSchema"];
-    for property in [
-        "target",
-        "method",
-        "path",
-        "query",
-        "headers",
-        "body",
-        "body_base64",
-    ] {
-        assert!(
-            input["properties"].get(property).is_some(),
-            "api_request input has {property}: {input}"
-        );
-    }
+    assert_has_properties(
+        input,
+        &[
+            "target",
+            "method",
+            "path",
+            "query",
+            "headers",
+            "body",
+            "body_base64",
+        ],
+        "api_request input",
+    );
     let required: Vec<&str> = input["required"]
         .as_array()
         .map(|r| r.iter().filter_map(Value::as_str).collect())
@@ -265,19 +277,18 @@ async fn tools_list_has_discover_bootstrap_and_api_request_with_schemas() {
         );
     }
     let output = &api["outputSchema"];
-    for property in [
-        "status",
-        "headers",
-        "body",
-        "body_encoding",
-        "truncated",
-        "size",
-    ] {
-        assert!(
-            output["properties"].get(property).is_some(),
-            "api_request output has {property}: {output}"
-        );
-    }
+    assert_has_properties(
+        output,
+        &[
+            "status",
+            "headers",
+            "body",
+            "body_encoding",
+            "truncated",
+            "size",
+        ],
+        "api_request output",
+    );
 
     assert!(
         tool("discover")["outputSchema"]["properties"]
@@ -300,6 +311,16 @@ async fn tools_list_has_discover_bootstrap_and_api_request_with_schemas() {
 // discover
 // ---------------------------------------------------------------------------------------------
 
+/// `discover` on a new connection of `client` to `url` with `token`, after `tools/list`.
+async fn discover_with(client: &mut McpClient, url: &str, token: &str) -> Value {
+    client
+        .connect(&[url.to_owned()], Some(token))
+        .await
+        .unwrap();
+    client.list_tools().await.unwrap();
+    client.call_tool("discover", json!({})).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn discover_is_the_discovery_body_of_the_same_token() {
     let db = TestDb::new().await;
@@ -308,26 +329,14 @@ async fn discover_is_the_discovery_body_of_the_same_token() {
     drop(store);
     let app = spawn_configured_on(db, |_| {}).await;
     let upstream = FakeUpstream::start().await;
-    let (token, token_id) = app.make_token("lister", None).await;
-    let (other_token, other_id) = app.make_token("other", None).await;
+    let DiscoveryTargets {
+        token,
+        token_id,
+        other_token,
+        ..
+    } = app.discovery_targets(&upstream).await;
     let (lonely_token, _) = app.make_token("lonely", None).await;
-
-    let github = app.make_target("github", &upstream.url("/gh")).await;
-    let linear = app.make_target("linear", &upstream.url("/linear/v1")).await;
-    let hidden = app.make_target("hidden", &upstream.url("/hidden")).await;
-    let disabled = app.make_target("disabled", &upstream.url("/off")).await;
-    app.grant(token_id, json_id(&github), false).await;
-    app.grant(token_id, json_id(&linear), true).await;
-    app.grant(token_id, json_id(&disabled), false).await;
     app.grant(token_id, managed.id, false).await;
-    app.grant(other_id, json_id(&hidden), false).await;
-    app.api()
-        .patch(
-            &format!("/api/targets/{}", json_id(&disabled)),
-            json!({"enabled": false}),
-        )
-        .await
-        .expect(200);
 
     let slugs = |body: &Value| -> Vec<String> {
         let mut list: Vec<String> = body["targets"]
@@ -390,12 +399,7 @@ async fn discover_is_the_discovery_body_of_the_same_token() {
         |r| r.status == 200 && slugs(&r.json) == ["hidden"],
     )
     .await;
-    client
-        .connect(std::slice::from_ref(&url), Some(other_token.as_str()))
-        .await
-        .unwrap();
-    client.list_tools().await.unwrap();
-    let result = client.call_tool("discover", json!({})).await.unwrap();
+    let result = discover_with(&mut client, &url, &other_token).await;
     assert_eq!(structured(&result), &other_reply.json, "{result}");
     assert_eq!(slugs(structured(&result)), ["hidden"]);
 
@@ -406,12 +410,7 @@ async fn discover_is_the_discovery_body_of_the_same_token() {
         |r| r.status == 200,
     )
     .await;
-    client
-        .connect(std::slice::from_ref(&url), Some(lonely_token.as_str()))
-        .await
-        .unwrap();
-    client.list_tools().await.unwrap();
-    let result = client.call_tool("discover", json!({})).await.unwrap();
+    let result = discover_with(&mut client, &url, &lonely_token).await;
     let body = structured(&result);
     assert_eq!(body, &lonely_reply.json, "{result}");
     assert_eq!(body["targets"], json!([]), "{body}");
@@ -1003,17 +1002,7 @@ async fn fifty_concurrent_api_requests_on_a_managed_target_share_one_refresh() {
         assert_eq!(out["status"], 200, "{out}");
         assert_eq!(out["body"]["sub"], "ada", "{out}");
     }
-    assert_eq!(
-        after.refresh_token - before.refresh_token,
-        1,
-        "exactly one refresh at the provider: {after:?}"
-    );
-    assert_eq!(after.refresh_token_ok - before.refresh_token_ok, 1);
-    assert_eq!(after.refresh_token_invalid_grant, 0, "no reuse: {after:?}");
-    assert_eq!(
-        after.graph_unauthorized, 0,
-        "every token was live: {after:?}"
-    );
+    assert_one_refresh(&before, &after);
 
     let rows = setup.app.wait_for_audit(50).await;
     let mcp_rows = rows
@@ -1267,21 +1256,8 @@ async fn mcp_without_a_valid_token_gets_the_gateway_401() {
         Some(unknown_header.as_str()),
     ] {
         let reply = raw_initialize(app, authorization).await;
-        assert_eq!(reply.status, 401, "{authorization:?}: {}", reply.text);
-        let challenge = reply
-            .headers
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        assert!(
-            challenge.starts_with("Bearer"),
-            "{authorization:?}: {challenge:?}"
-        );
-        let content_type = reply
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
+        assert_bearer_401(&reply, &format!("{authorization:?}"));
+        let content_type = reply.header("content-type");
         assert!(
             content_type.starts_with("application/json"),
             "{content_type}"

@@ -9,22 +9,15 @@ use serde_json::json;
 
 use crate::support::TestApp;
 use crate::support::admin::Reply;
-use crate::support::agent::{PROPAGATION, assert_error, raw_get, spawn_configured, until, within};
+use crate::support::agent::{
+    PROPAGATION, assert_bearer_401, assert_error, raw_get, spawn_configured, until, within,
+};
 use crate::support::upstream::FakeUpstream;
 
 /// Assert the one 401 of step 1: status, `WWW-Authenticate: Bearer`, `{"error":"unauthorized"}`.
 #[track_caller]
 fn assert_unauthorized(reply: &Reply, case: &str) {
-    assert_eq!(reply.status, 401, "{case}: {}", reply.text);
-    let challenge = reply
-        .headers
-        .get("www-authenticate")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    assert!(
-        challenge.starts_with("Bearer"),
-        "{case}: WWW-Authenticate should be Bearer, got {challenge:?}"
-    );
+    assert_bearer_401(reply, case);
     assert_error(reply, 401, "unauthorized");
 }
 

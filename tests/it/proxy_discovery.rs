@@ -5,8 +5,10 @@ use gatehouse::domain::tokens::AgentToken;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::admin::{json_id, managed_target};
-use crate::support::agent::{PROPAGATION, assert_error, spawn_configured_on, until};
+use crate::support::admin::managed_target;
+use crate::support::agent::{
+    DiscoveryTargets, PROPAGATION, assert_bearer_401, assert_error, spawn_configured_on, until,
+};
 use crate::support::upstream::FakeUpstream;
 use crate::support::{TestApp, TestDb};
 
@@ -15,11 +17,7 @@ async fn health_needs_no_token() {
     let app = TestApp::spawn().await;
     let reply = app.call(Method::GET, "/health", None).await;
     assert_eq!(reply.expect(200), &json!({"status": "ok"}));
-    let content_type = reply
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let content_type = reply.header("content-type");
     assert!(
         content_type.starts_with("application/json"),
         "{content_type}"
@@ -62,15 +60,7 @@ async fn discovery_needs_a_valid_token() {
             }
             let reply = crate::support::admin::Reply::read(request.send().await.unwrap()).await;
             assert_error(&reply, 401, "unauthorized");
-            let challenge = reply
-                .headers
-                .get("www-authenticate")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            assert!(
-                challenge.starts_with("Bearer"),
-                "{path} {header:?}: {challenge:?}"
-            );
+            assert_bearer_401(&reply, &format!("{path} {header:?}"));
         }
     }
     let (ok, _) = until(
@@ -108,24 +98,13 @@ async fn discovery_needs_a_valid_token() {
 async fn discovery_lists_exactly_the_usable_targets() {
     let app = TestApp::spawn().await;
     let upstream = FakeUpstream::start().await;
-    let (token, token_id) = app.make_token("lister", None).await;
-    let (other_token, other_id) = app.make_token("other", None).await;
-
-    let github = app.make_target("github", &upstream.url("/gh")).await;
-    let linear = app.make_target("linear", &upstream.url("/linear/v1")).await;
-    let hidden = app.make_target("hidden", &upstream.url("/hidden")).await;
-    let disabled = app.make_target("disabled", &upstream.url("/off")).await;
-    app.grant(token_id, json_id(&github), false).await;
-    app.grant(token_id, json_id(&linear), true).await;
-    app.grant(token_id, json_id(&disabled), false).await;
-    app.grant(other_id, json_id(&hidden), false).await;
-    app.api()
-        .patch(
-            &format!("/api/targets/{}", json_id(&disabled)),
-            json!({"enabled": false}),
-        )
-        .await
-        .expect(200);
+    let DiscoveryTargets {
+        token,
+        other_token,
+        github,
+        linear,
+        ..
+    } = app.discovery_targets(&upstream).await;
 
     let expected_entry = |target: &Value| {
         let slug = target["slug"].as_str().unwrap();

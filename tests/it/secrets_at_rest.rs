@@ -11,7 +11,7 @@ use sea_orm::{ConnectionTrait as _, Database, DbBackend, Statement};
 use serde_json::json;
 
 use crate::support::admin::{contains_bytes, json_id};
-use crate::support::child::{strip_ansi, wait_with_deadline};
+use crate::support::child::{strip_ansi, terminate};
 use crate::support::{TestApp, TestDb};
 
 /// Every table row of the public schema as text (`row::text` renders every column, bytea as
@@ -287,12 +287,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         .unwrap();
     assert_ne!(proxied.status(), 200);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = wait_with_deadline(&mut child, Duration::from_secs(30));
+    let exit = terminate(&mut child);
     let _ = stderr_reader.join();
     log.extend(lines_rx.try_iter().map(|l| l + "\n"));
     let stdout = String::from_utf8_lossy(&stdout_reader.join().unwrap()).into_owned();

@@ -17,14 +17,26 @@ use crate::support::browser::Browser;
 /// the integrations page.
 async fn sign_in_at_provider(browser: &Browser, setup: &ConnectedSetup, login: &str) {
     let back = format!("{}/ui/integrations", setup.public_url);
-    let mut logins = 0;
-    for _ in 0..60 {
-        let url = browser.url().await;
-        if url.as_str().starts_with(&back)
+    sign_in_until(browser, setup, login, |url| {
+        url.as_str().starts_with(&back)
             && url
                 .query_pairs()
                 .any(|(k, _)| k == "connected" || k == "error")
-        {
+    })
+    .await;
+}
+
+/// Follow the authorization server's pages until `done` holds for the browser's URL.
+async fn sign_in_until(
+    browser: &Browser,
+    setup: &ConnectedSetup,
+    login: &str,
+    done: impl Fn(&url::Url) -> bool,
+) {
+    let mut logins = 0;
+    for _ in 0..60 {
+        let url = browser.url().await;
+        if done(&url) {
             return;
         }
         if url.as_str().starts_with(&setup.public_url) {
@@ -47,7 +59,7 @@ async fn sign_in_at_provider(browser: &Browser, setup: &ConnectedSetup, login: &
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     panic!(
-        "the browser did not come back to {back}; it is at {}",
+        "the browser did not come back to Gatehouse; it is at {}",
         browser.url().await
     );
 }
@@ -361,6 +373,43 @@ async fn admin_ui_in_a_real_browser() {
     browser.goto(&ui("/ui/tokens")).await;
     wait_for_path(&browser, "/ui/login").await;
 
+    browser.close().await;
+    setup.app.stop().await;
+}
+
+/// A person who is not an admin opens a connect link in a real browser: after consenting they
+/// land on a public page of Gatehouse's own, never on the admin login.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connect_link_ends_on_a_public_page_in_a_real_browser() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let setup = accounts::setup(3600).await;
+    let link = setup.connect_link().await;
+    browser.goto(&link).await;
+    let callback = format!("{}/oauth/callback", setup.public_url);
+    sign_in_until(&browser, &setup, "ada@example.com", |url| {
+        url.as_str().starts_with(&callback)
+    })
+    .await;
+    let text = browser.css("main").await.text().await.unwrap();
+    assert!(
+        text.contains("Connected ada@example.com — you can close this window."),
+        "{text}"
+    );
+    let url = browser.url().await;
+    assert_eq!(url.path(), "/oauth/callback", "stays on the public page");
+    assert!(
+        browser.all("input[name=token]").await.is_empty(),
+        "no login form"
+    );
+    browser.screenshot("13-connect-link-done").await;
+    let id = setup.account_id_by_email("ada@example.com").await;
+    let (status, account) = setup
+        .admin(Method::GET, &format!("/api/connected-accounts/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "{account}");
+    assert_eq!(account["status"], "connected");
     browser.close().await;
     setup.app.stop().await;
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{Nav, Session, UiError, UiResult, layout, see_other, when};
 use crate::admin::AdminState;
 use crate::connect::{AccountView, FLOW_LIFETIME};
-use crate::domain::accounts::AccountStatus;
+use crate::domain::accounts::{AccountStatus, FlowOrigin};
 use crate::domain::targets::Permission;
 use crate::manage::parse_id;
 
@@ -243,7 +243,7 @@ pub async fn connect(
 ) -> UiResult {
     let form = session.form(&body)?;
     let provider = form.get("provider").unwrap_or_default();
-    let started = state.accounts.start(provider).await?;
+    let started = state.accounts.start(provider, FlowOrigin::Admin).await?;
     let mut response = (
         StatusCode::SEE_OTHER,
         [(header::LOCATION, started.authorize_url.to_string())],

@@ -13,6 +13,8 @@ pub struct Model {
     pub code_verifier: Vec<u8>,
     /// SHA-256 of the nonce in the browser's signed cookie.
     pub browser_binding: String,
+    /// `admin` or `connect_link` (`FlowOrigin`).
+    pub origin: String,
     pub created_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
 }

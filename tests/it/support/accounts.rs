@@ -4,7 +4,7 @@
 use gatehouse::config::{OAuthClientCredentials, ProviderOverrides};
 use serde_json::{Value, json};
 
-use super::oidc::{BrowserClient, OidcOptions, OidcServer, query_param};
+use super::oidc::{BrowserClient, OidcOptions, OidcServer, Page, query_param};
 use super::{TestApp, TestDb};
 
 pub struct ConnectedSetup {
@@ -118,13 +118,55 @@ impl ConnectedSetup {
         body["url"].as_str().unwrap().to_owned()
     }
 
-    /// Connect `login` through a connect link in a fresh browser; returns where Gatehouse sent
-    /// the browser at the end (`/ui/integrations?connected=…` or `?error=…`).
-    pub async fn connect(&self, login: &str) -> String {
+    /// A browser logged in to the web UI with the admin token.
+    pub async fn admin_browser(&self) -> BrowserClient {
         let browser = BrowserClient::new();
-        let link = self.connect_link().await;
+        let page = browser
+            .post_form(
+                &format!("{}/ui/login", self.public_url),
+                &[("token".to_owned(), self.app.admin_token.expose().to_owned())],
+            )
+            .await;
+        assert_eq!(page.status, 303, "ui login answered: {}", page.body);
+        browser
+    }
+
+    /// Press "Connect Microsoft 365" on the integrations page in `browser` (an admin's): the
+    /// provider URL the flow continues at.
+    pub async fn admin_connect_start(&self, browser: &BrowserClient) -> String {
+        let page = browser
+            .get(&format!("{}/ui/integrations", self.public_url))
+            .await;
+        assert_eq!(page.status, 200, "integrations page: {}", page.body);
+        let marker = "name=\"csrf\" value=\"";
+        let start = page.body.find(marker).expect("a csrf field") + marker.len();
+        let end = page.body[start..].find('"').unwrap() + start;
+        let csrf = page.body[start..end].to_owned();
+        let started = browser
+            .post_form(
+                &format!("{}/ui/integrations/connect", self.public_url),
+                &[
+                    ("csrf".to_owned(), csrf),
+                    ("provider".to_owned(), "microsoft_365".to_owned()),
+                ],
+            )
+            .await;
+        started
+            .location
+            .unwrap_or_else(|| panic!("connect answered {}: {}", started.status, started.body))
+    }
+
+    /// Connect `login` as an admin does (from the integrations page); returns where Gatehouse
+    /// sent the browser at the end (`/ui/integrations?connected=…` or `?error=…`).
+    pub async fn connect(&self, login: &str) -> String {
+        let browser = self.admin_browser().await;
+        let start = self.admin_connect_start(&browser).await;
         let callback = browser
-            .sign_in(&link, login, &format!("{}/oauth/callback", self.public_url))
+            .sign_in(
+                &start,
+                login,
+                &format!("{}/oauth/callback", self.public_url),
+            )
             .await;
         let page = browser.get(&callback).await;
         assert_eq!(
@@ -133,6 +175,34 @@ impl ConnectedSetup {
             page.status, page.body
         );
         page.location.unwrap()
+    }
+
+    /// Connect `login` through a connect link, in a fresh browser with no admin session: the
+    /// page the flow ends on.
+    pub async fn connect_via_link(&self, login: &str) -> Page {
+        let browser = BrowserClient::new();
+        let link = self.connect_link().await;
+        let callback = browser
+            .sign_in(&link, login, &format!("{}/oauth/callback", self.public_url))
+            .await;
+        browser.get(&callback).await
+    }
+
+    /// The id of the connected account with this email (through the admin API).
+    pub async fn account_id_by_email(&self, email: &str) -> String {
+        let (status, list) = self
+            .admin(reqwest::Method::GET, "/api/connected-accounts", None)
+            .await;
+        assert_eq!(status, 200, "{list}");
+        list["connected_accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["email"] == email)
+            .unwrap_or_else(|| panic!("no account {email}: {list}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// The account id from a `?connected=` location.

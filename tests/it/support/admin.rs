@@ -40,6 +40,14 @@ impl Reply {
         }
     }
 
+    /// The header's value, `""` when it is absent or not visible ASCII.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
     /// Assert the status, with the body in the failure message.
     #[track_caller]
     pub fn expect(&self, status: u16) -> &Value {
@@ -56,11 +64,7 @@ impl Reply {
     #[track_caller]
     pub fn expect_error(&self, status: u16, field: Option<&str>) -> String {
         self.expect(status);
-        let content_type = self
-            .headers
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
+        let content_type = self.header("content-type");
         assert!(
             content_type.starts_with("application/json"),
             "error bodies are JSON, got content-type {content_type:?}: {}",

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::TestApp;
 use super::admin::{Reply, json_id};
+use super::upstream::FakeUpstream;
 
 /// The bound of SPEC §7: changes take effect within 2 seconds.
 pub const PROPAGATION: Duration = Duration::from_secs(2);
@@ -243,6 +244,18 @@ where
 pub fn assert_error(reply: &Reply, status: u16, message: &str) {
     let got = reply.expect_error(status, None);
     assert_eq!(got, message, "{}", reply.text);
+}
+
+/// Assert a 401 with a `WWW-Authenticate: Bearer` challenge; `case` names the request in the
+/// failure messages.
+#[track_caller]
+pub fn assert_bearer_401(reply: &Reply, case: &str) {
+    assert_eq!(reply.status, 401, "{case}: {}", reply.text);
+    let challenge = reply.header("www-authenticate");
+    assert!(
+        challenge.starts_with("Bearer"),
+        "{case}: WWW-Authenticate should be Bearer, got {challenge:?}"
+    );
 }
 
 /// A response read off a raw connection.
@@ -486,5 +499,54 @@ where
             return (false, value);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The targets of the discovery tests, all made through the admin API at `upstream`: token
+/// `lister` may use `github`, `linear` (read-only) and `disabled` (disabled after its grant);
+/// token `other` may use `hidden` only.
+pub struct DiscoveryTargets {
+    pub token: String,
+    pub token_id: Uuid,
+    pub other_token: String,
+    pub other_id: Uuid,
+    pub github: Value,
+    pub linear: Value,
+    pub hidden: Value,
+    pub disabled: Value,
+}
+
+impl TestApp {
+    pub async fn discovery_targets(&self, upstream: &FakeUpstream) -> DiscoveryTargets {
+        let (token, token_id) = self.make_token("lister", None).await;
+        let (other_token, other_id) = self.make_token("other", None).await;
+
+        let github = self.make_target("github", &upstream.url("/gh")).await;
+        let linear = self
+            .make_target("linear", &upstream.url("/linear/v1"))
+            .await;
+        let hidden = self.make_target("hidden", &upstream.url("/hidden")).await;
+        let disabled = self.make_target("disabled", &upstream.url("/off")).await;
+        self.grant(token_id, json_id(&github), false).await;
+        self.grant(token_id, json_id(&linear), true).await;
+        self.grant(token_id, json_id(&disabled), false).await;
+        self.grant(other_id, json_id(&hidden), false).await;
+        self.api()
+            .patch(
+                &format!("/api/targets/{}", json_id(&disabled)),
+                json!({"enabled": false}),
+            )
+            .await
+            .expect(200);
+        DiscoveryTargets {
+            token,
+            token_id,
+            other_token,
+            other_id,
+            github,
+            linear,
+            hidden,
+            disabled,
+        }
     }
 }

@@ -21,17 +21,15 @@ use std::fs::File;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
+
+use super::node;
 
 /// How long one driver command may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long `npm ci` may take on a fresh machine.
-const NPM_CI_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The Node project: `tests/support/mcp-client`.
 pub fn project_dir() -> PathBuf {
@@ -367,7 +365,7 @@ fn write_line(stdin: &mut ChildStdin, line: &str) -> std::io::Result<()> {
 }
 
 fn spawn_driver() -> McpClient {
-    ensure_node_modules();
+    node::ensure_node_modules(&project_dir(), node_missing_message);
     let log_dir = tempfile::tempdir().unwrap();
     let log = File::create(log_dir.path().join("client.log")).unwrap();
     let mut child = Command::new("node")
@@ -408,97 +406,4 @@ fn node_missing_message(detail: &str) -> String {
         "the MCP tests need Node.js (>= 20) and npm on the PATH to run the MCP SDK client in \
          tests/support/mcp-client ({detail}). Install them, e.g. `apt-get install -y nodejs npm`."
     )
-}
-
-/// Run `npm ci` once when `node_modules` is missing or older than `package-lock.json`: once per
-/// process (`OnceLock`) and once per machine (an exclusive file lock held meanwhile).
-fn ensure_node_modules() {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(message) = READY.get_or_init(|| install_node_modules(&project_dir(), "mcp-client")) {
-        panic!("{message}");
-    }
-}
-
-/// `npm ci` in `dir` unless `node_modules/.gatehouse-npm-ci.stamp` holds the SHA-256 of the
-/// lockfile; `name` names the lock and log files in `CARGO_TARGET_TMPDIR`.
-pub fn install_node_modules(dir: &Path, name: &str) -> Result<(), String> {
-    let lock_bytes = std::fs::read(dir.join("package-lock.json"))
-        .map_err(|e| format!("cannot read {}/package-lock.json: {e}", dir.display()))?;
-    let want = hex::encode(Sha256::digest(&lock_bytes));
-    let stamp = dir.join("node_modules/.gatehouse-npm-ci.stamp");
-    let current = || std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want);
-    if current() {
-        return Ok(());
-    }
-
-    check_node()?;
-
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    let lock = File::create(tmp.join(format!("{name}-npm-ci.lock")))
-        .map_err(|e| format!("cannot create the npm ci lock file: {e}"))?;
-    lock.lock()
-        .map_err(|e| format!("cannot lock the npm ci lock file: {e}"))?;
-    // Another process may have installed while this one waited for the lock.
-    if current() {
-        return Ok(());
-    }
-
-    let log_path = tmp.join(format!("{name}-npm-ci.log"));
-    let log = File::create(&log_path).map_err(|e| format!("cannot create the npm log: {e}"))?;
-    let log_err = log.try_clone().map_err(|e| e.to_string())?;
-    let mut child = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err))
-        .spawn()
-        .map_err(|e| node_missing_message(&format!("npm: {e}")))?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if started.elapsed() > NPM_CI_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "`npm ci` in {} took more than {NPM_CI_TIMEOUT:?}; log: {}",
-                dir.display(),
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    if !status.success() {
-        return Err(format!(
-            "`npm ci` in {} failed ({status}):\n{}",
-            dir.display(),
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        ));
-    }
-    std::fs::write(&stamp, &want).map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
-    Ok(())
-}
-
-fn check_node() -> Result<(), String> {
-    let output = Command::new("node")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| node_missing_message(&format!("node: {e}")))?;
-    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    let major: u32 = version
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    if major < 20 {
-        return Err(node_missing_message(&format!(
-            "found node {version:?}, need >= 20"
-        )));
-    }
-    Ok(())
 }

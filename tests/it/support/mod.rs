@@ -7,6 +7,7 @@ pub mod browser;
 pub mod child;
 pub mod db;
 pub mod mcp;
+pub mod node;
 pub mod oidc;
 
 pub use app::TestApp;

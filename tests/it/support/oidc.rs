@@ -19,9 +19,8 @@ use std::fs::File;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -30,8 +29,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-/// How long `npm ci` may take on a fresh machine.
-const NPM_CI_TIMEOUT: Duration = Duration::from_secs(300);
+use super::node;
+
 /// How long the server may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Every HTTP call of the harness itself.
@@ -92,6 +91,23 @@ pub struct OidcStats {
     pub graph_unauthorized: u64,
     /// Grants revoked through [`OidcServer::revoke_account`].
     pub revoked_grants: u64,
+}
+
+/// Assert that the provider saw exactly one refresh between `before` and `after`, that it
+/// succeeded, that no refresh token was reused and that the Graph stand-in refused no token.
+#[track_caller]
+pub fn assert_one_refresh(before: &OidcStats, after: &OidcStats) {
+    assert_eq!(
+        after.refresh_token - before.refresh_token,
+        1,
+        "exactly one refresh at the provider: {after:?}"
+    );
+    assert_eq!(after.refresh_token_ok - before.refresh_token_ok, 1);
+    assert_eq!(after.refresh_token_invalid_grant, 0, "no reuse: {after:?}");
+    assert_eq!(
+        after.graph_unauthorized, 0,
+        "every token was live: {after:?}"
+    );
 }
 
 /// One injected behaviour for the next token-endpoint calls (`POST /__control/fail`).
@@ -490,7 +506,7 @@ struct ReadyLine {
 }
 
 fn spawn_server(options: &OidcOptions) -> (Child, String, u16, tempfile::TempDir) {
-    ensure_node_modules();
+    node::ensure_node_modules(&project_dir(), node_missing_message);
     let dir = project_dir();
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("server.log");
@@ -550,98 +566,6 @@ fn node_missing_message(detail: &str) -> String {
          test server in tests/support/oidc ({detail}). Install them, e.g. `apt-get install -y \
          nodejs npm`."
     )
-}
-
-/// Run `npm ci` once when `node_modules` is missing or older than `package-lock.json`: once per
-/// process (`OnceLock`) and once per machine (an exclusive file lock held meanwhile).
-fn ensure_node_modules() {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(message) = READY.get_or_init(install_node_modules) {
-        panic!("{message}");
-    }
-}
-
-fn install_node_modules() -> Result<(), String> {
-    let dir = project_dir();
-    let lock_bytes = std::fs::read(dir.join("package-lock.json"))
-        .map_err(|e| format!("cannot read {}/package-lock.json: {e}", dir.display()))?;
-    let want = hex::encode(Sha256::digest(&lock_bytes));
-    let stamp = dir.join("node_modules/.gatehouse-npm-ci.stamp");
-    let current = || std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want);
-    if current() {
-        return Ok(());
-    }
-
-    check_node()?;
-
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    let lock = File::create(tmp.join("oidc-npm-ci.lock"))
-        .map_err(|e| format!("cannot create the npm ci lock file: {e}"))?;
-    lock.lock()
-        .map_err(|e| format!("cannot lock the npm ci lock file: {e}"))?;
-    // Another process may have installed while this one waited for the lock.
-    if current() {
-        return Ok(());
-    }
-
-    let log_path = tmp.join("oidc-npm-ci.log");
-    let log = File::create(&log_path).map_err(|e| format!("cannot create the npm log: {e}"))?;
-    let log_err = log.try_clone().map_err(|e| e.to_string())?;
-    let mut child = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err))
-        .spawn()
-        .map_err(|e| node_missing_message(&format!("npm: {e}")))?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if started.elapsed() > NPM_CI_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "`npm ci` in {} took more than {NPM_CI_TIMEOUT:?}; log: {}",
-                dir.display(),
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    if !status.success() {
-        return Err(format!(
-            "`npm ci` in {} failed ({status}):\n{}",
-            dir.display(),
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        ));
-    }
-    std::fs::write(&stamp, &want).map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
-    Ok(())
-}
-
-fn check_node() -> Result<(), String> {
-    let output = Command::new("node")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| node_missing_message(&format!("node: {e}")))?;
-    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    let major: u32 = version
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    if major < 20 {
-        return Err(node_missing_message(&format!(
-            "found node {version:?}, need >= 20"
-        )));
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
