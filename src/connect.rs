@@ -399,6 +399,18 @@ impl ConnectFlow {
         Ok(())
     }
 
+    /// The ids of an existing account's managed targets (`NotFound` for an unknown account).
+    async fn managed_target_ids(&self, id: Uuid) -> Result<Vec<Uuid>, StoreError> {
+        self.store.connected_account(id).await?;
+        Ok(self
+            .store
+            .targets_of_account(id)
+            .await?
+            .iter()
+            .map(|t| t.id)
+            .collect())
+    }
+
     /// Grant `token_id` every managed target of the account (idempotent).
     pub async fn grant_access(
         &self,
@@ -406,15 +418,8 @@ impl ConnectFlow {
         token_id: Uuid,
         read_only: bool,
     ) -> Result<usize, StoreError> {
-        self.store.connected_account(id).await?;
+        let targets = self.managed_target_ids(id).await?;
         self.store.agent_token(token_id).await?;
-        let targets: Vec<Uuid> = self
-            .store
-            .targets_of_account(id)
-            .await?
-            .iter()
-            .map(|t| t.id)
-            .collect();
         self.store
             .upsert_permissions(token_id, &targets, read_only)
             .await?;
@@ -426,14 +431,7 @@ impl ConnectFlow {
 
     /// Remove `token_id`'s permissions on the account's managed targets.
     pub async fn revoke_access(&self, id: Uuid, token_id: Uuid) -> Result<u64, StoreError> {
-        self.store.connected_account(id).await?;
-        let targets: Vec<Uuid> = self
-            .store
-            .targets_of_account(id)
-            .await?
-            .iter()
-            .map(|t| t.id)
-            .collect();
+        let targets = self.managed_target_ids(id).await?;
         let removed = self.store.delete_permissions(token_id, &targets).await?;
         self.changes
             .publish_and_wait(ChangeEvent::Permissions { token_id })
