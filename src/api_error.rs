@@ -23,6 +23,8 @@ pub enum ApiError {
     Validation(#[from] ValidationError),
     #[error("request body too large")]
     PayloadTooLarge,
+    #[error("request header fields too large")]
+    HeadersTooLarge,
     #[error("content type must be application/json")]
     UnsupportedMediaType,
     #[error("{0} not found")]
@@ -67,6 +69,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Validation(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::ManagedTarget => StatusCode::CONFLICT,
@@ -187,6 +190,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::Validation(_) => "validation",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotFound(_) => "not_found",
             Self::ManagedTarget => "managed_target",
@@ -269,6 +273,11 @@ mod tests {
                 "slug: must be lowercase",
             ),
             (ApiError::PayloadTooLarge, 413, "request body too large"),
+            (
+                ApiError::HeadersTooLarge,
+                431,
+                "request header fields too large",
+            ),
             (
                 ApiError::UnsupportedMediaType,
                 415,

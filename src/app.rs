@@ -252,13 +252,15 @@ impl App {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let proxy = proxy::start(proxy_listener, gateway, proxy_threads).map_err(|source| {
-            StartupError::Bind {
-                setting: "proxy.listen",
-                addr: config.proxy.listen,
-                source,
-            }
-        })?;
+        let limits = proxy::ClientLimits::new(&config.proxy, &metrics);
+        let proxy =
+            proxy::start(proxy_listener, gateway, proxy_threads, limits).map_err(|source| {
+                StartupError::Bind {
+                    setting: "proxy.listen",
+                    addr: config.proxy.listen,
+                    source,
+                }
+            })?;
         tracing::info!(
             proxy = %proxy.local_addr,
             admin = %admin_addr,

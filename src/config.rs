@@ -48,6 +48,15 @@ pub struct ProxyConfig {
     pub threads: usize,
     /// Agent-facing base URL, printed in agent set-up snippets (`{public_url}/mcp`).
     pub public_url: Url,
+    /// Longest time for a client to send a whole request head.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest idle time between requests on a kept-alive connection.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Longest gap between two reads of a request body (a stalled upload).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,6 +199,9 @@ impl Default for ProxyConfig {
             shutdown_grace: Duration::from_secs(10),
             threads: 0,
             public_url: constant_url("http://127.0.0.1:8080"),
+            header_read_timeout: Duration::from_secs(15),
+            keepalive_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -402,6 +414,15 @@ impl Config {
         }
         check_public_url("admin.public_url", &self.admin.public_url)?;
         check_public_url("proxy.public_url", &self.proxy.public_url)?;
+        for (setting, value) in [
+            ("proxy.header_read_timeout", self.proxy.header_read_timeout),
+            ("proxy.keepalive_timeout", self.proxy.keepalive_timeout),
+            ("proxy.body_read_timeout", self.proxy.body_read_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(setting, "must be longer than 0s"));
+            }
+        }
         if self.mcp.max_response_bytes == 0 {
             return Err(ConfigError::new(
                 "mcp.max_response_bytes",

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub token_refresh_waiters: IntCounter,
     /// `{provider, status}`: connected accounts by status.
     pub connected_accounts: IntGaugeVec,
+    /// `{phase}`: header, keepalive, body — clients disconnected for being too slow.
+    pub client_timeouts: IntCounterVec,
 }
 
 impl Metrics {
@@ -102,6 +104,14 @@ impl Metrics {
             ),
             &["provider", "status"],
         )?;
+        let client_timeouts = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_client_timeouts_total",
+                "Agent connections closed because the client was too slow, by phase",
+            ),
+            &["phase"],
+        )?;
+        registry.register(Box::new(client_timeouts.clone()))?;
         registry.register(Box::new(token_cache.clone()))?;
         registry.register(Box::new(token_refresh.clone()))?;
         registry.register(Box::new(token_refresh_waiters.clone()))?;
@@ -123,6 +133,7 @@ impl Metrics {
             token_refresh,
             token_refresh_waiters,
             connected_accounts,
+            client_timeouts,
         })
     }
 

@@ -41,6 +41,30 @@ fn listed_in_connection(headers: &http::HeaderMap, name: &HeaderName) -> bool {
         .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
+/// Most request headers accepted (nginx accepts ~100 in its default buffers).
+pub const MAX_REQUEST_HEADERS: usize = 100;
+/// Longest single header line (name and value) accepted; nginx's default buffer is 8 KiB.
+pub const MAX_HEADER_LINE_BYTES: usize = 16 * 1024;
+/// Largest request head (request target and every header) accepted.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
+
+/// Whether the agent's request head is over the limits above (Pingora itself reads up to
+/// 1 MiB and 256 headers, which upstream APIs commonly refuse or choke on).
+pub fn head_too_large(request: &RequestHeader) -> bool {
+    if request.headers.len() > MAX_REQUEST_HEADERS {
+        return true;
+    }
+    let mut total = request.raw_path().len();
+    for (name, value) in &request.headers {
+        let line = name.as_str().len() + value.len();
+        if line > MAX_HEADER_LINE_BYTES {
+            return true;
+        }
+        total += line;
+    }
+    total > MAX_REQUEST_HEAD_BYTES
+}
+
 /// Rewrite the copy of the agent's request that goes upstream.
 pub fn rewrite_request(
     request: &mut RequestHeader,

@@ -25,6 +25,11 @@ pub async fn serve(
             return Ok(Err(ApiError::PayloadTooLarge));
         }
     };
+    // The body is in: no client deadline while the tool call runs and the answer is written.
+    super::client_timeouts::enter(
+        session.as_downstream().stream(),
+        super::client_timeouts::Phase::Serving,
+    );
     let header = session.req_header();
     let mut request = http::Request::new(Full::new(body));
     *request.method_mut() = header.method.clone();

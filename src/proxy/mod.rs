@@ -12,6 +12,7 @@
 //! - `fail_to_proxy`: connect/timeout errors → 502/504 through the same table.
 //! - `logging`: metrics and the audit event.
 
+mod client_timeouts;
 mod context;
 mod headers;
 mod internal;
@@ -21,6 +22,7 @@ mod respond;
 mod service;
 mod upstream;
 
+pub use client_timeouts::ClientLimits;
 pub use context::RequestCtx;
 pub use internal::InternalGateway;
 pub use resolve::Resolver;
@@ -46,6 +48,7 @@ use crate::domain::upstream_path::{self, Route};
 use crate::egress::EgressPolicy;
 use crate::mcp::{McpCaller, McpHttpService};
 use crate::metrics::{Metrics, status_class};
+use client_timeouts::Phase;
 
 /// Shared state of the proxy listener.
 pub struct GatewayProxy {
@@ -245,7 +248,19 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // The head is complete: its deadline ends; a body gets the stall deadline.
+        let next = if session.is_body_empty() {
+            Phase::Serving
+        } else {
+            Phase::Body
+        };
+        client_timeouts::enter(session.as_downstream().stream(), next);
         ctx.client_ip = client_ip(session);
+        if headers::head_too_large(session.req_header()) {
+            // The rest of this client's input is not worth reading.
+            session.set_keepalive(None);
+            return self.refuse(session, ctx, ApiError::HeadersTooLarge).await;
+        }
         let header = session.req_header();
         let host = header.headers.get("host").and_then(|h| h.to_str().ok());
         let target = match upstream_path::origin_form(header.raw_path(), host) {
@@ -300,6 +315,19 @@ impl ProxyHttp for GatewayProxy {
                 Ok(true)
             }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if end_of_stream {
+            client_timeouts::enter(session.as_downstream().stream(), Phase::Serving);
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -415,6 +443,14 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut Self::CTX) {
+        // The answer is out: a kept-alive connection is idle until the next request head; one
+        // that closes keeps no deadline for its last moments.
+        let next = if session.as_downstream().get_keepalive().is_some() {
+            Phase::Idle
+        } else {
+            Phase::Serving
+        };
+        client_timeouts::enter(session.as_downstream().stream(), next);
         if let Some(started) = ctx.upstream_started {
             let elapsed = started.elapsed();
             ctx.upstream_elapsed = Some(elapsed);

@@ -3,8 +3,9 @@
 //! We do not use `pingora::server::Server`: it owns signal handling, sleeps the whole grace
 //! period on every shutdown and binds listeners itself with no way to report the bound port.
 //! Instead the listener is bound here (a taken port is a clean startup error naming
-//! `proxy.listen`, and port 0 works in tests), handed to Pingora through its listen-fd table,
-//! and the service is driven directly with our own shutdown watch. On shutdown the accept loop
+//! `proxy.listen`, and port 0 works in tests) and our own accept loop hands each connection,
+//! wrapped in `ClientStream` (the client deadlines Pingora lacks), to Pingora's `HttpProxy`
+//! app, request after request while the client keeps it alive. On shutdown the accept loop
 //! stops and we wait until in-flight requests finish or the grace period ends.
 //!
 //! The service runs on a tokio runtime of its own with `proxy.threads` workers, so the number
@@ -15,20 +16,23 @@
 //! crossed threads and often failed; docs/performance.md.)
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::IntoRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use std::time::Duration;
 
+use pingora::apps::ServerApp as _;
+use pingora::protocols::Stream;
+use pingora::protocols::l4::listener::Listener;
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{Fds, ListenFds};
-use pingora::services::Service as _;
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::GatewayProxy;
+use super::client_timeouts::{ClientLimits, ClientStream};
 
 /// A running proxy listener.
 pub struct ProxyHandle {
@@ -50,32 +54,35 @@ pub(super) fn server_conf() -> Arc<ServerConf> {
     })
 }
 
-/// Start serving `proxy` on an already bound listener, on `threads` worker threads.
+/// Start serving `proxy` on an already bound listener, on `threads` worker threads, with the
+/// client deadlines of `limits` on every connection.
 pub fn start(
     listener: TcpListener,
     proxy: GatewayProxy,
     threads: usize,
+    limits: ClientLimits,
 ) -> std::io::Result<ProxyHandle> {
     let local_addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
-    let address = local_addr.to_string();
-    let mut fds = Fds::new();
-    fds.add(address.clone(), listener.into_raw_fd());
-    let fds: ListenFds = Arc::new(parking_lot::Mutex::new(fds));
-
     let in_flight = proxy.in_flight.clone();
-    let mut service = pingora::proxy::http_proxy_service(&server_conf(), proxy);
-    service.add_tcp(&address);
+    let app = Arc::new(pingora::proxy::http_proxy(&server_conf(), proxy));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name("gatehouse-proxy")
         .enable_all()
         .build()?;
-    // Pingora spawns each connection on the runtime it runs on (`Handle::current()`).
-    let task = runtime.spawn(async move {
-        service.start_service(Some(fds), shutdown_rx, 1).await;
-    });
+    // The listener joins the runtime that serves it (tokio needs its reactor).
+    let listener = {
+        let _guard = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+    let task = runtime.spawn(accept_loop(
+        Listener::from(listener),
+        app,
+        Arc::new(limits),
+        shutdown_rx,
+    ));
     Ok(ProxyHandle {
         local_addr,
         shutdown,
@@ -83,6 +90,50 @@ pub fn start(
         task,
         runtime: Some(runtime),
     })
+}
+
+/// Accept connections until shutdown; each is served on a task of its own (what Pingora's own
+/// listener service does, plus the client deadlines of `client_timeouts`).
+async fn accept_loop(
+    listener: Listener,
+    app: Arc<HttpProxy<GatewayProxy>>,
+    limits: Arc<ClientLimits>,
+    mut shutdown: ShutdownWatch,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let mut stream = match accepted {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                // Out of file descriptors: accept fails at once until some close; calm down.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if stream.set_nodelay().is_err() {
+            continue;
+        }
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            // Pingora serves every request of a kept-alive HTTP/1.1 connection inside this
+            // call; `GatewayProxy::logging` marks the stream idle between them.
+            let mut next: Option<Stream> = Some(Box::new(ClientStream::new(stream, limits)));
+            while let Some(connection) = next.take() {
+                next = app.process_new(connection, &shutdown).await;
+            }
+        });
+    }
 }
 
 impl ProxyHandle {
