@@ -7,6 +7,7 @@
 mod support;
 
 mod accounts_connect;
+mod accounts_google;
 mod accounts_refresh;
 mod accounts_replicas;
 mod admin_audit;
@@ -24,6 +25,7 @@ mod module_tree;
 mod oidc_harness;
 mod proxy_access;
 mod proxy_audit_metrics;
+mod proxy_client_timeouts;
 mod proxy_discovery;
 mod proxy_forwarding;
 mod proxy_logs;

@@ -5,8 +5,8 @@
 use serde_json::Value;
 
 use crate::support::oidc::{
-    BrowserClient, Consent, FailRule, MICROSOFT_SCOPES, OidcOptions, OidcServer, Pkce, TokenReply,
-    query_param,
+    BrowserClient, Consent, FailRule, GOOGLE_SCOPES, MICROSOFT_SCOPES, OidcOptions, OidcServer,
+    Pkce, Shape, TokenReply, query_param,
 };
 
 const REDIRECT_URI: &str = "http://127.0.0.1:9/oauth/callback";
@@ -410,4 +410,161 @@ async fn redirect_uris_can_be_added_after_start() {
     let introspection = oidc.introspect(tokens.access_token().unwrap()).await;
     assert_eq!(introspection["active"], true);
     assert_eq!(introspection["sub"], "ada");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shape::Google
+// ---------------------------------------------------------------------------------------------
+
+async fn google_server() -> OidcServer {
+    OidcServer::start(OidcOptions {
+        redirect_uris: vec![REDIRECT_URI.to_owned()],
+        access_ttl_secs: 120,
+        shape: Shape::Google,
+        ..OidcOptions::default()
+    })
+    .await
+}
+
+/// Sign in as `login` with the Google scopes and these extra authorize parameters, then exchange
+/// the code.
+async fn google_connect(oidc: &OidcServer, login: &str, extra: &[(&str, &str)]) -> TokenReply {
+    let pkce = Pkce::new();
+    let state = format!("state-{}", uuid::Uuid::new_v4().simple());
+    let start = oidc.authorization_request_with(REDIRECT_URI, GOOGLE_SCOPES, &state, &pkce, extra);
+    let callback = BrowserClient::new()
+        .sign_in(&start, login, REDIRECT_URI)
+        .await;
+    let code = query_param(&callback, "code").expect("a code on the callback");
+    let tokens = oidc
+        .exchange_code(&code, &pkce.verifier, REDIRECT_URI)
+        .await;
+    assert_eq!(tokens.status, 200, "code exchange: {:?}", tokens.json);
+    tokens
+}
+
+const OFFLINE: &[(&str, &str)] = &[("access_type", "offline")];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn google_shape_offline_access_userinfo_and_no_rotation() {
+    let oidc = google_server().await;
+
+    // Without access_type=offline: an access token only.
+    let online = google_connect(&oidc, "carol", &[]).await;
+    assert!(online.access_token().is_some());
+    assert_eq!(online.refresh_token(), None, "{:?}", online.json);
+
+    let tokens = google_connect(&oidc, "ada", OFFLINE).await;
+    let refresh = tokens
+        .refresh_token()
+        .expect("access_type=offline + prompt=consent give a refresh token")
+        .to_owned();
+    let access = tokens.access_token().unwrap().to_owned();
+
+    // The authorization endpoint recorded both requests as sent.
+    let requests = oidc.authorize_requests().await;
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0].get("access_type"), None);
+    assert_eq!(requests[1]["access_type"], "offline");
+    assert_eq!(requests[1]["prompt"], "consent");
+    assert_eq!(requests[1]["scope"], GOOGLE_SCOPES);
+
+    // The OpenID userinfo endpoint is the profile.
+    let profile: Value = reqwest::Client::new()
+        .get(oidc.userinfo_url())
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(profile["sub"], "ada", "{profile}");
+    assert_eq!(profile["email"], "ada@example.com", "{profile}");
+    assert_eq!(profile["name"], "Ada", "{profile}");
+
+    // Refreshes never rotate, and their answers carry no refresh_token.
+    for _ in 0..2 {
+        let refreshed = oidc.refresh(&refresh).await;
+        assert_eq!(refreshed.status, 200, "{:?}", refreshed.json);
+        assert_eq!(refreshed.refresh_token(), None, "{:?}", refreshed.json);
+        let introspection = oidc.introspect(refreshed.access_token().unwrap()).await;
+        assert_eq!(introspection["active"], true);
+    }
+    let stats = oidc.stats().await;
+    assert_eq!(stats.refresh_token_ok, 2, "{stats:?}");
+    assert_eq!(stats.refresh_token_invalid_grant, 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn google_shape_reconsent_gives_no_refresh_token_and_revocation_ends_the_authorization() {
+    let oidc = google_server().await;
+    let first = google_connect(&oidc, "ada", OFFLINE).await;
+    let refresh = first.refresh_token().unwrap().to_owned();
+
+    // Re-consent while that refresh token lives: no refresh token; the first one still works.
+    let second = google_connect(&oidc, "ada", OFFLINE).await;
+    assert_eq!(second.refresh_token(), None, "{:?}", second.json);
+    let second_access = second.access_token().unwrap().to_owned();
+    assert_eq!(oidc.stats().await.refresh_token_withheld, 1);
+    assert_eq!(oidc.refresh(&refresh).await.status, 200);
+    // Another account is not affected.
+    assert!(
+        google_connect(&oidc, "bob", OFFLINE)
+            .await
+            .refresh_token()
+            .is_some()
+    );
+
+    // Revoking the refresh token (`token` form field) revokes every grant of ada.
+    let response = reqwest::Client::new()
+        .post(oidc.revoke_url())
+        .basic_auth(oidc.client_id(), Some(oidc.client_secret()))
+        .form(&[
+            ("token", refresh.as_str()),
+            ("token_type_hint", "refresh_token"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let revocations = oidc.revocations().await;
+    assert_eq!(revocations.len(), 1, "{revocations:?}");
+    assert_eq!(revocations[0].fields, ["token", "token_type_hint"]);
+    assert_eq!(revocations[0].token.as_deref(), Some("refresh_token"));
+    assert_eq!(revocations[0].client_auth, "client_secret_basic");
+    assert_eq!(oidc.live_grants("ada").await, 0);
+    assert_eq!(oidc.live_grants("bob").await, 1);
+    assert_eq!(oidc.refresh(&refresh).await.error(), Some("invalid_grant"));
+    let introspection = oidc.introspect(&second_access).await;
+    assert_eq!(introspection["active"], false, "{introspection}");
+
+    // After the revocation a new consent gets a refresh token again.
+    let fresh = google_connect(&oidc, "ada", OFFLINE).await;
+    assert!(fresh.refresh_token().is_some(), "{:?}", fresh.json);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn microsoft_shape_gives_a_refresh_token_on_every_consent() {
+    let oidc = server().await;
+    let first = connect(&oidc, "ada").await;
+    let second = connect(&oidc, "ada").await;
+    assert!(first.refresh_token().is_some());
+    assert!(second.refresh_token().is_some(), "{:?}", second.json);
+    assert_eq!(oidc.stats().await.refresh_token_withheld, 0);
+    // Both grants live side by side; revoking one token ends only its own grant.
+    assert_eq!(oidc.live_grants("ada").await, 2);
+    let response = reqwest::Client::new()
+        .post(oidc.revoke_url())
+        .basic_auth(oidc.client_id(), Some(oidc.client_secret()))
+        .form(&[("token", first.refresh_token().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(oidc.live_grants("ada").await, 1);
+    assert_eq!(
+        oidc.refresh(second.refresh_token().unwrap()).await.status,
+        200
+    );
 }

@@ -1,16 +1,21 @@
-//! A Gatehouse wired to the real authorization server of `support::oidc`: the `microsoft_365`
-//! provider's endpoints point at it and its Graph stand-in, and the client credentials are set.
+//! A Gatehouse wired to the real authorization server of `support::oidc`: one provider's
+//! endpoints point at it and its Graph stand-in, and that provider's client credentials are set —
+//! `microsoft_365` ([`setup`], [`setup_on`]) or `google_workspace` against the server in Google's
+//! shape ([`setup_google`], [`setup_google_with`]).
 
 use gatehouse::config::{OAuthClientCredentials, ProviderOverrides};
 use serde_json::{Value, json};
 
-use super::oidc::{BrowserClient, OidcOptions, OidcServer, Page, query_param};
+use super::oidc::{BrowserClient, OidcOptions, OidcServer, Page, Shape, query_param};
 use super::{TestApp, TestDb};
 
 pub struct ConnectedSetup {
     pub oidc: OidcServer,
     pub app: TestApp,
     pub public_url: String,
+    /// The provider type [`Self::connect`], [`Self::connect_link`] and
+    /// [`Self::admin_connect_start`] start (`microsoft_365` or `google_workspace`).
+    pub provider: &'static str,
 }
 
 /// Reserve a loopback port for the admin listener: the redirect URI must be known before start.
@@ -32,6 +37,55 @@ pub async fn setup_on(
     access_ttl_secs: u64,
     oidc: Option<OidcServer>,
 ) -> ConnectedSetup {
+    setup_provider(
+        db,
+        access_ttl_secs,
+        oidc,
+        Shape::Microsoft,
+        "microsoft_365",
+        microsoft_overrides,
+    )
+    .await
+}
+
+/// `google_workspace` against a fresh server in Google's shape ([`Shape::Google`]), with
+/// [`google_overrides`]: endpoints at the server, profile from its OpenID userinfo endpoint,
+/// Gmail and Calendar bases on the stand-in. Built-in scopes and authorize parameters.
+pub async fn setup_google(access_ttl_secs: u64) -> ConnectedSetup {
+    setup_google_with(access_ttl_secs, |_| {}).await
+}
+
+/// [`setup_google`] with the overrides adjusted first (e.g. the base URLs removed, to see the
+/// built-in ones).
+pub async fn setup_google_with(
+    access_ttl_secs: u64,
+    adjust: impl FnOnce(&mut ProviderOverrides),
+) -> ConnectedSetup {
+    setup_provider(
+        TestDb::new().await,
+        access_ttl_secs,
+        None,
+        Shape::Google,
+        "google_workspace",
+        |oidc| {
+            let mut overrides = google_overrides(oidc);
+            adjust(&mut overrides);
+            overrides
+        },
+    )
+    .await
+}
+
+/// A Gatehouse with only `provider` configured: `overrides` for it and the server's client
+/// credentials (`OAUTH_MICROSOFT_…` / `OAUTH_GOOGLE_…` in production).
+async fn setup_provider(
+    db: TestDb,
+    access_ttl_secs: u64,
+    oidc: Option<OidcServer>,
+    shape: Shape,
+    provider: &'static str,
+    overrides: impl FnOnce(&OidcServer) -> ProviderOverrides,
+) -> ConnectedSetup {
     let admin_port = free_port();
     let public_url = format!("http://127.0.0.1:{admin_port}");
     let callback = format!("{public_url}/oauth/callback");
@@ -41,36 +95,24 @@ pub async fn setup_on(
             OidcServer::start(OidcOptions {
                 redirect_uris: vec![callback.clone()],
                 access_ttl_secs,
+                shape,
                 ..OidcOptions::default()
             })
             .await
         }
     };
+    assert_eq!(oidc.options().shape, shape, "the server's shape");
     oidc.set_redirect_uris(&[&callback]).await;
     let admin_token = gatehouse::domain::tokens::AdminToken::generate();
     let key = super::app::rand_key();
     let mut config = TestApp::config(&db, &admin_token, key);
     config.admin.listen = format!("127.0.0.1:{admin_port}").parse().unwrap();
     config.admin.public_url = url::Url::parse(&public_url).unwrap();
-    config.providers.insert(
-        "microsoft_365".to_owned(),
-        ProviderOverrides {
-            authorize_url: Some(url::Url::parse(&oidc.authorize_url()).unwrap()),
-            token_url: Some(url::Url::parse(&oidc.token_url()).unwrap()),
-            revoke_url: Some(url::Url::parse(&oidc.revoke_url()).unwrap()),
-            profile_url: Some(url::Url::parse(&format!("{}/me", oidc.graph_base())).unwrap()),
-            mail_base_url: Some(url::Url::parse(&oidc.graph_base()).unwrap()),
-            calendar_base_url: Some(url::Url::parse(&oidc.graph_base()).unwrap()),
-            scopes: Some(
-                super::oidc::MICROSOFT_SCOPES
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect(),
-            ),
-        },
-    );
+    config
+        .providers
+        .insert(provider.to_owned(), overrides(&oidc));
     config.env.oauth_clients.insert(
-        "microsoft_365".to_owned(),
+        provider.to_owned(),
         OAuthClientCredentials {
             client_id: oidc.client_id().to_owned(),
             client_secret: oidc.client_secret().to_owned(),
@@ -81,6 +123,7 @@ pub async fn setup_on(
         oidc,
         app,
         public_url,
+        provider,
     }
 }
 
@@ -105,13 +148,13 @@ impl ConnectedSetup {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// A connect link for `microsoft_365`.
+    /// A connect link for [`Self::provider`].
     pub async fn connect_link(&self) -> String {
         let (status, body) = self
             .admin(
                 reqwest::Method::POST,
                 "/api/connect-links",
-                Some(json!({"provider": "microsoft_365"})),
+                Some(json!({"provider": self.provider})),
             )
             .await;
         assert_eq!(status, 201, "{body}");
@@ -131,7 +174,7 @@ impl ConnectedSetup {
         browser
     }
 
-    /// Press "Connect Microsoft 365" on the integrations page in `browser` (an admin's): the
+    /// Press "Connect {provider}" on the integrations page in `browser` (an admin's): the
     /// provider URL the flow continues at.
     pub async fn admin_connect_start(&self, browser: &BrowserClient) -> String {
         let page = browser
@@ -147,7 +190,7 @@ impl ConnectedSetup {
                 &format!("{}/ui/integrations/connect", self.public_url),
                 &[
                     ("csrf".to_owned(), csrf),
-                    ("provider".to_owned(), "microsoft_365".to_owned()),
+                    ("provider".to_owned(), self.provider.to_owned()),
                 ],
             )
             .await;
@@ -413,6 +456,21 @@ pub fn microsoft_overrides(oidc: &OidcServer) -> ProviderOverrides {
     }
 }
 
+/// The `google_workspace` overrides of [`setup_google`]: authorize, token and revocation
+/// endpoints at the test server, the profile from its OpenID userinfo endpoint, Gmail and
+/// Calendar bases on the stand-in. Scopes stay the built-in ones.
+pub fn google_overrides(oidc: &OidcServer) -> ProviderOverrides {
+    ProviderOverrides {
+        authorize_url: Some(url::Url::parse(&oidc.authorize_url()).unwrap()),
+        token_url: Some(url::Url::parse(&oidc.token_url()).unwrap()),
+        revoke_url: Some(url::Url::parse(&oidc.revoke_url()).unwrap()),
+        profile_url: Some(url::Url::parse(&oidc.userinfo_url()).unwrap()),
+        mail_base_url: Some(url::Url::parse(&oidc.gmail_base()).unwrap()),
+        calendar_base_url: Some(url::Url::parse(&oidc.calendar_base()).unwrap()),
+        scopes: None,
+    }
+}
+
 /// A second Gatehouse process (replica) on the SAME database as `first`, with the same
 /// encryption key and admin token, against the same authorization server.
 pub async fn spawn_replica(first: &ConnectedSetup) -> TestApp {
@@ -485,4 +543,24 @@ pub fn percentile(latencies: &mut [std::time::Duration], p: f64) -> std::time::D
     }
     let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
     latencies[rank.clamp(1, latencies.len()) - 1]
+}
+
+/// The account's stored refresh token, opened with the app's encryption key (`None` when the
+/// row holds none).
+pub async fn stored_refresh_token(app: &TestApp, account_id: uuid::Uuid) -> Option<String> {
+    let row = app
+        .running()
+        .store()
+        .account_tokens(account_id)
+        .await
+        .unwrap();
+    let secrets = gatehouse::crypto::SecretBox::new(&app.encryption_key, &[]);
+    row.sealed_refresh_token.map(|sealed| {
+        secrets
+            .open_string(
+                &sealed,
+                gatehouse::crypto::SecretSlot::account_refresh_token(account_id),
+            )
+            .expect("the stored refresh token opens with the app's key")
+    })
 }

@@ -5,6 +5,7 @@
 //!
 //! - PKCE (S256) required; `offline_access` (with `prompt=consent`) issues refresh tokens; every
 //!   refresh rotates the refresh token, and presenting a consumed one revokes the whole grant.
+//!   That is [`Shape::Microsoft`]; [`Shape::Google`] behaves like Google instead (see there).
 //! - [`OidcServer::stats`] counts token-endpoint calls per grant type; [`OidcServer::fail_next`],
 //!   [`OidcServer::delay_next`] and [`OidcServer::inject`] put failures in front of the real
 //!   token endpoint; [`OidcServer::revoke_account`] revokes an account's grants (as a user would
@@ -41,6 +42,32 @@ pub fn project_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/oidc")
 }
 
+/// Which provider the server behaves like (`OIDC_SHAPE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Shape {
+    /// Microsoft identity platform: a refresh token for `offline_access` (with `prompt=consent`),
+    /// rotated on every refresh; a consumed one presented again revokes the whole grant. The
+    /// profile is the Graph stand-in's `/v1.0/me`.
+    #[default]
+    Microsoft,
+    /// Google: a refresh token only when the authorization request carried
+    /// `access_type=offline` and `prompt=consent`, and NONE when the account already holds a live
+    /// one for this client (a re-consent); refresh tokens are never rotated and refresh answers
+    /// carry no `refresh_token`; the profile is the OpenID userinfo endpoint
+    /// ([`OidcServer::userinfo_url`]); revoking any token (`token` form field) revokes every
+    /// grant of that account for the client.
+    Google,
+}
+
+impl Shape {
+    fn as_env(self) -> &'static str {
+        match self {
+            Self::Microsoft => "microsoft",
+            Self::Google => "google",
+        }
+    }
+}
+
 /// What the one confidential client of the server looks like.
 #[derive(Debug, Clone)]
 pub struct OidcOptions {
@@ -51,6 +78,8 @@ pub struct OidcOptions {
     pub redirect_uris: Vec<String>,
     /// Lifetime of access tokens, in seconds.
     pub access_ttl_secs: u64,
+    /// Which provider the server behaves like.
+    pub shape: Shape,
 }
 
 impl Default for OidcOptions {
@@ -60,6 +89,7 @@ impl Default for OidcOptions {
             client_secret: format!("secret-{}", uuid::Uuid::new_v4().simple()),
             redirect_uris: Vec::new(),
             access_ttl_secs: 3600,
+            shape: Shape::default(),
         }
     }
 }
@@ -91,6 +121,24 @@ pub struct OidcStats {
     pub graph_unauthorized: u64,
     /// Grants revoked through [`OidcServer::revoke_account`].
     pub revoked_grants: u64,
+    /// [`Shape::Google`]: code exchanges answered without a refresh token because the account
+    /// already held a live one (a re-consent).
+    pub refresh_token_withheld: u64,
+}
+
+/// One call of the revocation endpoint, as the server saw it (`GET /__control/revocations`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Revocation {
+    /// The form field names, in order.
+    pub fields: Vec<String>,
+    pub token_type_hint: Option<String>,
+    /// `client_secret_basic`, `client_secret_post` or `none`.
+    pub client_auth: String,
+    /// What the `token` field was: `refresh_token`, `access_token`, or `None` (unknown, dead or
+    /// missing).
+    pub token: Option<String>,
+    /// The endpoint's answer.
+    pub status: u16,
 }
 
 /// Assert that the provider saw exactly one refresh between `before` and `after`, that it
@@ -188,6 +236,11 @@ impl Default for Pkce {
 pub const MICROSOFT_SCOPES: &str = "offline_access User.Read Mail.ReadWrite Mail.ReadWrite.Shared \
      Mail.Send Mail.Send.Shared Calendars.ReadWrite Calendars.ReadWrite.Shared";
 
+/// The Google Workspace scopes of the provider registry (its built-in ones, no `offline_access`:
+/// Google asks for `access_type=offline` instead).
+pub const GOOGLE_SCOPES: &str = "openid email profile https://www.googleapis.com/auth/gmail.modify \
+     https://www.googleapis.com/auth/calendar";
+
 pub struct OidcServer {
     child: Option<Child>,
     issuer: String,
@@ -282,6 +335,16 @@ impl OidcServer {
         format!("{}/oauth2/v3/userinfo", self.graph_root())
     }
 
+    /// A Gmail API stand-in base on the stand-in (`/gmail/v1`, echoes like any other path).
+    pub fn gmail_base(&self) -> String {
+        format!("{}/gmail/v1", self.graph_root())
+    }
+
+    /// A Calendar API stand-in base on the stand-in (`/calendar/v3`, echoes).
+    pub fn calendar_base(&self) -> String {
+        format!("{}/calendar/v3", self.graph_root())
+    }
+
     /// An authorization request as Gatehouse sends it (`response_type=code`, `prompt=consent`,
     /// PKCE S256).
     pub fn authorization_request(
@@ -290,6 +353,19 @@ impl OidcServer {
         scope: &str,
         state: &str,
         pkce: &Pkce,
+    ) -> String {
+        self.authorization_request_with(redirect_uri, scope, state, pkce, &[])
+    }
+
+    /// [`Self::authorization_request`] with extra query parameters (Google's
+    /// `access_type=offline`).
+    pub fn authorization_request_with(
+        &self,
+        redirect_uri: &str,
+        scope: &str,
+        state: &str,
+        pkce: &Pkce,
+        extra: &[(&str, &str)],
     ) -> String {
         let mut url = url::Url::parse(&self.authorize_url()).unwrap();
         url.query_pairs_mut()
@@ -300,7 +376,8 @@ impl OidcServer {
             .append_pair("state", state)
             .append_pair("code_challenge", &pkce.challenge)
             .append_pair("code_challenge_method", "S256")
-            .append_pair("prompt", "consent");
+            .append_pair("prompt", "consent")
+            .extend_pairs(extra);
         url.into()
     }
 
@@ -391,7 +468,30 @@ impl OidcServer {
             .unwrap()
     }
 
-    /// Zero the counters and drop every pending injected failure.
+    /// The query of every request the authorization endpoint received (initial requests only,
+    /// not the resumes after login and consent), oldest first.
+    pub async fn authorize_requests(&self) -> Vec<serde_json::Map<String, Value>> {
+        self.control_get("authorize_requests").await
+    }
+
+    /// Every call of the revocation endpoint, oldest first.
+    pub async fn revocations(&self) -> Vec<Revocation> {
+        self.control_get("revocations").await
+    }
+
+    async fn control_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.http
+            .get(self.control_url(path))
+            .send()
+            .await
+            .expect("OIDC control endpoint reachable")
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Zero the counters, forget the recorded authorization and revocation requests and drop
+    /// every pending injected failure.
     pub async fn reset(&self) {
         self.control_post("reset", json!({})).await;
     }
@@ -520,6 +620,7 @@ fn spawn_server(options: &OidcOptions) -> (Child, String, u16, tempfile::TempDir
         .env("OIDC_CLIENT_SECRET", &options.client_secret)
         .env("OIDC_REDIRECT_URIS", options.redirect_uris.join(","))
         .env("OIDC_ACCESS_TTL", options.access_ttl_secs.to_string())
+        .env("OIDC_SHAPE", options.shape.as_env())
         // The server exits when this pipe closes: no orphan even if the test binary is killed.
         .env("OIDC_EXIT_ON_STDIN_EOF", "1")
         .env("NODE_ENV", "test")

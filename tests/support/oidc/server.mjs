@@ -5,8 +5,13 @@
 // Everything is configured from the environment so that each test starts its own isolated
 // instance (all state is in memory and dies with the process). See README.md for the contract.
 //
+// OIDC_SHAPE picks how the provider behaves: `microsoft` (the default: refresh tokens for
+// `offline_access`, rotated on every refresh, reuse kills the grant) or `google` (refresh tokens
+// for `access_type=offline` + `prompt=consent`, never rotated and absent from refresh answers, none
+// on a re-consent while one is live, revoking any token revokes the whole authorization).
+//
 // Once both listeners are up it prints ONE JSON line on stdout:
-//   {"issuer":"http://127.0.0.1:PORT","port":PORT,"graph_port":GPORT,"pid":PID}
+//   {"issuer":"http://127.0.0.1:PORT","port":PORT,"graph_port":GPORT,"pid":PID,"shape":SHAPE}
 // and it exits with status 0 on SIGTERM / SIGINT (and on stdin EOF when OIDC_EXIT_ON_STDIN_EOF=1,
 // so an orphan never outlives the test process that spawned it).
 
@@ -31,6 +36,12 @@ function intEnv(name, fallback) {
 function listEnv(name) {
   return (env[name] ?? '').split(/[,\s]+/).map((s) => s.trim()).filter(Boolean);
 }
+
+const SHAPE = (env.OIDC_SHAPE || 'microsoft').toLowerCase();
+if (SHAPE !== 'microsoft' && SHAPE !== 'google') {
+  throw new Error(`OIDC_SHAPE must be microsoft or google, got ${JSON.stringify(env.OIDC_SHAPE)}`);
+}
+const GOOGLE = SHAPE === 'google';
 
 const CLIENT_ID = env.OIDC_CLIENT_ID || 'gatehouse-test';
 const CLIENT_SECRET = env.OIDC_CLIENT_SECRET || 'gatehouse-test-secret';
@@ -177,12 +188,13 @@ function liveGrantsByAccount() {
   return out;
 }
 
-function revokeAccount(accountId) {
+function revokeAccount(accountId, clientId = undefined) {
   let revoked = 0;
   for (const [key] of [...store]) {
     if (!key.startsWith('Grant:')) continue;
     const grant = live(key);
     if (!grant || grant.accountId !== accountId) continue;
+    if (clientId !== undefined && grant.clientId !== clientId) continue;
     const grantId = key.slice('Grant:'.length);
     for (const member of grantMembers.get(grantId) ?? []) store.delete(member);
     grantMembers.delete(grantId);
@@ -216,11 +228,55 @@ function freshStats() {
     graph_requests: 0,
     graph_unauthorized: 0,
     revoked_grants: 0,
+    // Google shape: authorization-code exchanges answered without a refresh token because the
+    // account already had a live one (a re-consent).
+    refresh_token_withheld: 0,
   };
 }
 let stats = freshStats();
 let rules = []; // injected behaviours for the next token-endpoint calls
 const extraRedirectUris = new Set();
+// What the authorization endpoint received (the query of every initial GET), oldest first.
+let authorizeRequests = [];
+// What the revocation endpoint received: form field names, client authentication, what the
+// `token` was (refresh_token / access_token / null when unknown or already dead) and the status.
+let revocations = [];
+// Authorization request query by `state`, and by the code issued for it (Google shape: whether
+// the code's request asked for offline access).
+const requestsByState = new Map();
+const requestsByCode = new Map();
+
+function liveRefreshTokens(accountId, clientId) {
+  let count = 0;
+  for (const [key] of store) {
+    if (!key.startsWith('RefreshToken:')) continue;
+    const token = live(key);
+    if (token && !token.consumed && token.accountId === accountId && token.clientId === clientId) {
+      count += 1;
+    }
+  }
+  return count;
+}
+
+function promptIncludes(prompt, value) {
+  return (prompt ?? '').split(' ').includes(value);
+}
+
+// Google: a refresh token only for an authorization request with access_type=offline and
+// prompt=consent, and none while the account already holds a live one for this client (Google
+// omits it on a re-consent; the client must keep the one it has).
+async function googleIssueRefreshToken(_ctx, client, code) {
+  if (!client.grantTypeAllowed('refresh_token')) return false;
+  const request = requestsByCode.get(code.jti);
+  if (!request || request.access_type !== 'offline' || !promptIncludes(request.prompt, 'consent')) {
+    return false;
+  }
+  if (liveRefreshTokens(code.accountId, client.clientId) > 0) {
+    stats.refresh_token_withheld += 1;
+    return false;
+  }
+  return true;
+}
 
 function takeRule(grantType) {
   const index = rules.findIndex((r) => r.count > 0 && (!r.grant_type || r.grant_type === grantType));
@@ -354,9 +410,16 @@ const provider = new Provider(issuer, {
     };
   },
   pkce: { required: () => true }, // oidc-provider 9 supports S256 only
-  issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token')
-    && code.scopes.has('offline_access'),
-  rotateRefreshToken: true,
+  ...(GOOGLE ? {
+    issueRefreshToken: googleIssueRefreshToken,
+    rotateRefreshToken: false,
+    // Offline access outlives the browser session that granted it.
+    expiresWithSession: async () => false,
+  } : {
+    issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token')
+      && code.scopes.has('offline_access'),
+    rotateRefreshToken: true,
+  }),
   ttl: {
     AccessToken: ACCESS_TTL,
     AuthorizationCode: 60,
@@ -417,6 +480,12 @@ async function control(ctx) {
       case 'GET /__control/stats':
         json(ctx, 200, stats);
         return;
+      case 'GET /__control/authorize_requests':
+        json(ctx, 200, authorizeRequests);
+        return;
+      case 'GET /__control/revocations':
+        json(ctx, 200, revocations);
+        return;
       case 'POST /__control/fail':
         rules.push(parseRule(body));
         json(ctx, 200, { pending: rules });
@@ -424,6 +493,8 @@ async function control(ctx) {
       case 'POST /__control/reset':
         stats = freshStats();
         rules = [];
+        authorizeRequests = [];
+        revocations = [];
         json(ctx, 200, { reset: true });
         return;
       case 'POST /__control/redirect_uris':
@@ -473,7 +544,14 @@ provider.use(async (ctx, next) => {
     await control(ctx);
     return;
   }
-  if (ctx.method === 'POST' && ctx.path === ROUTES.revocation) stats.revocation += 1;
+  if (ctx.path === ROUTES.authorization || ctx.path.startsWith(`${ROUTES.authorization}/`)) {
+    await authorization(ctx, next);
+    return;
+  }
+  if (ctx.method === 'POST' && ctx.path === ROUTES.revocation) {
+    await revocation(ctx, next);
+    return;
+  }
   if (ctx.method === 'POST' && ctx.path === ROUTES.introspection) stats.introspection += 1;
   if (!(ctx.method === 'POST' && ctx.path === ROUTES.token)) {
     await next();
@@ -510,6 +588,10 @@ provider.use(async (ctx, next) => {
     if (!known) return;
     if (ctx.status === 200) {
       stats[`${grantType}_ok`] += 1;
+      // Google answers a refresh with a new access token only: no refresh_token field at all.
+      if (GOOGLE && grantType === 'refresh_token' && ctx.body && typeof ctx.body === 'object') {
+        delete ctx.body.refresh_token;
+      }
     } else {
       stats[`${grantType}_error`] += 1;
       if (grantType === 'refresh_token' && ctx.body?.error === 'invalid_grant') {
@@ -524,6 +606,56 @@ provider.use(async (ctx, next) => {
     await run();
   }
 });
+
+// The authorization endpoint: record every initial request's query, and which request each
+// issued code answers (the code comes back in the Location of the final redirect).
+async function authorization(ctx, next) {
+  const initial = ctx.path === ROUTES.authorization
+    && (ctx.method === 'GET' || ctx.method === 'POST') && ctx.querystring;
+  if (initial) {
+    const query = Object.fromEntries(new URLSearchParams(ctx.querystring));
+    authorizeRequests.push(query);
+    if (query.state) requestsByState.set(query.state, query);
+  }
+  await next();
+  const location = ctx.response.get('Location');
+  if (!location) return;
+  let redirect;
+  try {
+    redirect = new URL(location);
+  } catch {
+    return;
+  }
+  const code = redirect.searchParams.get('code');
+  const request = requestsByState.get(redirect.searchParams.get('state') ?? '');
+  if (code && request) requestsByCode.set(code, request);
+}
+
+// The revocation endpoint: record what it received (the body is read here; the provider then
+// uses the pre-read body). Google shape: revoking any token of an authorization revokes all of
+// it (every grant of that account for this client).
+async function revocation(ctx, next) {
+  stats.revocation += 1;
+  const raw = await readRaw(ctx.req);
+  ctx.req.body = raw;
+  const form = new URLSearchParams(ctx.is('application/x-www-form-urlencoded') ? raw : '');
+  const value = form.get('token');
+  const refresh = value ? live(`RefreshToken:${value}`) : undefined;
+  const access = value && !refresh ? live(`AccessToken:${value}`) : undefined;
+  const token = refresh ?? access;
+  let clientAuth = 'none';
+  if (/^Basic\s/i.test(ctx.get('authorization'))) clientAuth = 'client_secret_basic';
+  else if (form.has('client_secret')) clientAuth = 'client_secret_post';
+  await next();
+  revocations.push({
+    fields: [...new Set(form.keys())],
+    token_type_hint: form.get('token_type_hint'),
+    client_auth: clientAuth,
+    token: refresh ? 'refresh_token' : (access ? 'access_token' : null),
+    status: ctx.status,
+  });
+  if (GOOGLE && ctx.status === 200 && token) revokeAccount(token.accountId, token.clientId);
+}
 
 providerServer.on('request', provider.callback());
 
@@ -632,5 +764,5 @@ if (env.OIDC_EXIT_ON_STDIN_EOF === '1') {
 }
 
 process.stdout.write(`${JSON.stringify({
-  issuer, port, graph_port: graphPort, pid: process.pid,
+  issuer, port, graph_port: graphPort, pid: process.pid, shape: SHAPE,
 })}\n`);
