@@ -365,12 +365,12 @@ fn write_line(stdin: &mut ChildStdin, line: &str) -> std::io::Result<()> {
 }
 
 fn spawn_driver() -> McpClient {
-    node::ensure_node_modules(&project_dir(), node_missing_message);
+    let dir = node::ensure_node_modules(&project_dir(), node_missing_message);
     let log_dir = tempfile::tempdir().unwrap();
     let log = File::create(log_dir.path().join("client.log")).unwrap();
     let mut child = Command::new("node")
         .arg("client.mjs")
-        .current_dir(project_dir())
+        .current_dir(&dir)
         .env("NODE_ENV", "test")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

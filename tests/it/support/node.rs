@@ -1,5 +1,7 @@
-//! The Node.js projects the tests run (`tests/support/mcp-client`, `tests/support/oidc`): their
-//! `npm ci`, once per process and once per machine, and the Node.js version check before it.
+//! The Node.js projects the tests run (`tests/support/mcp-client`, `tests/support/oidc`): a
+//! copy of each under `target/` (tests write nothing into the working tree outside `target/`
+//! and temporary folders), its `npm ci`, once per process and once per machine, and the
+//! Node.js version check before it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,51 +16,70 @@ use sha2::{Digest as _, Sha256};
 /// How long `npm ci` may take on a fresh machine.
 const NPM_CI_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Run `npm ci` in `project_dir` when its `node_modules` is missing or older than its
-/// `package-lock.json`: once per process and directory (`OnceLock`) and once per machine (an
-/// exclusive file lock held meanwhile). Panics when it fails; `node_missing` words the message
-/// when Node.js (>= 20) or npm is missing.
-pub fn ensure_node_modules(project_dir: &Path, node_missing: fn(&str) -> String) {
-    type Once = Arc<OnceLock<Result<(), String>>>;
+/// Copy the project's files into `target/tmp/node/<name>` and run `npm ci` there when its
+/// `node_modules` is missing or older than the `package-lock.json`: once per process and
+/// directory (`OnceLock`) and once per machine (an exclusive file lock held meanwhile). Returns
+/// the directory to run the project's scripts in. Panics when it fails; `node_missing` words
+/// the message when Node.js (>= 20) or npm is missing.
+pub fn ensure_node_modules(project_dir: &Path, node_missing: fn(&str) -> String) -> PathBuf {
+    type Once = Arc<OnceLock<Result<PathBuf, String>>>;
     static READY: Mutex<BTreeMap<PathBuf, Once>> = Mutex::new(BTreeMap::new());
     let once = READY
         .lock()
         .entry(project_dir.to_owned())
         .or_default()
         .clone();
-    if let Err(message) = once.get_or_init(|| install_node_modules(project_dir, node_missing)) {
-        panic!("{message}");
+    match once.get_or_init(|| install_node_modules(project_dir, node_missing)) {
+        Ok(dir) => dir.clone(),
+        Err(message) => panic!("{message}"),
     }
 }
 
 /// `npm ci` in `dir` unless `node_modules/.gatehouse-npm-ci.stamp` holds the SHA-256 of the
 /// lockfile. The lock and log files in `CARGO_TARGET_TMPDIR` are named after the directory
 /// (`mcp-client-npm-ci.lock`, `oidc-npm-ci.log`, …).
-fn install_node_modules(dir: &Path, node_missing: fn(&str) -> String) -> Result<(), String> {
-    let name = dir
+fn install_node_modules(
+    project_dir: &Path,
+    node_missing: fn(&str) -> String,
+) -> Result<PathBuf, String> {
+    let name = project_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| format!("{} names no directory", dir.display()))?;
+        .ok_or_else(|| format!("{} names no directory", project_dir.display()))?;
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.join("node").join(&name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // The project's own files (package.json, the lockfile, its scripts), fresh every run.
+    for entry in std::fs::read_dir(project_dir)
+        .map_err(|e| format!("cannot read {}: {e}", project_dir.display()))?
+    {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.is_file()
+            && let Some(file) = path.file_name()
+        {
+            std::fs::copy(&path, dir.join(file))
+                .map_err(|e| format!("cannot copy {}: {e}", path.display()))?;
+        }
+    }
+    let dir = dir.as_path();
     let lock_bytes = std::fs::read(dir.join("package-lock.json"))
         .map_err(|e| format!("cannot read {}/package-lock.json: {e}", dir.display()))?;
     let want = hex::encode(Sha256::digest(&lock_bytes));
     let stamp = dir.join("node_modules/.gatehouse-npm-ci.stamp");
     let current = || std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want);
     if current() {
-        return Ok(());
+        return Ok(dir.to_owned());
     }
 
     check_node(node_missing)?;
 
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
     let lock = File::create(tmp.join(format!("{name}-npm-ci.lock")))
         .map_err(|e| format!("cannot create the npm ci lock file: {e}"))?;
     lock.lock()
         .map_err(|e| format!("cannot lock the npm ci lock file: {e}"))?;
     // Another process may have installed while this one waited for the lock.
     if current() {
-        return Ok(());
+        return Ok(dir.to_owned());
     }
 
     let log_path = tmp.join(format!("{name}-npm-ci.log"));
@@ -96,7 +117,7 @@ fn install_node_modules(dir: &Path, node_missing: fn(&str) -> String) -> Result<
         ));
     }
     std::fs::write(&stamp, &want).map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
-    Ok(())
+    Ok(dir.to_owned())
 }
 
 /// `node --version` is 20 or later.

@@ -606,8 +606,7 @@ struct ReadyLine {
 }
 
 fn spawn_server(options: &OidcOptions) -> (Child, String, u16, tempfile::TempDir) {
-    node::ensure_node_modules(&project_dir(), node_missing_message);
-    let dir = project_dir();
+    let dir = node::ensure_node_modules(&project_dir(), node_missing_message);
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("server.log");
     let log = File::create(&log_path).unwrap();
