@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bounded load run on loopback: (a) the upstream directly, (b) nginx as a reverse proxy to it,
-# (c) Gatehouse with a bearer-credential target pointing at it; then 1 GiB streamed through
+# (f) the bare-Pingora floor (examples/pingora_floor.rs: one peer, one injected header, the same
+# Pingora build and runtime), (c) Gatehouse with a bearer-credential target pointing at it; then 1 GiB streamed through
 # Gatehouse in each direction while its resident memory is sampled.
 #
 #   bash benches/load.sh            # from the repository root (or anywhere: it finds the root)
@@ -138,12 +139,14 @@ mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 # ---------------------------------------------------------------------------------------------
 PROFILE=${PROFILE:-release}
 GATEHOUSE=$ROOT/target/$PROFILE/gatehouse
+FLOOR=$ROOT/target/$PROFILE/examples/pingora_floor
 if [[ -z ${SKIP_BUILD:-} ]]; then
     log "cargo build --profile $PROFILE (output in $WORK/build.log)"
-    (cd "$ROOT" && cargo build --profile "$PROFILE" --bin gatehouse) >"$WORK/build.log" 2>&1 ||
+    (cd "$ROOT" && cargo build --profile "$PROFILE" --bin gatehouse --example pingora_floor) >"$WORK/build.log" 2>&1 ||
         { tail -n 30 "$WORK/build.log" >&2; die "cargo build --profile $PROFILE failed"; }
 fi
 [[ -x $GATEHOUSE ]] || die "$GATEHOUSE not found"
+[[ -x $FLOOR ]] || die "$FLOOR not found"
 
 # ---------------------------------------------------------------------------------------------
 # Upstream and nginx reverse proxy (one nginx instance, two server blocks)
@@ -151,6 +154,7 @@ fi
 pick_port UPSTREAM_PORT
 pick_port NGINX_PROXY_PORT
 pick_port SINK_PORT
+pick_port FLOOR_PORT
 pick_port GH_PROXY_PORT
 pick_port GH_ADMIN_PORT
 pick_port GH_METRICS_PORT
@@ -265,6 +269,14 @@ NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -n 1)
 [[ -n $NGINX_WORKER ]] || die "no nginx worker process"
 
 # ---------------------------------------------------------------------------------------------
+# The bare-Pingora floor (as many worker threads as Gatehouse's proxy: one per core)
+# ---------------------------------------------------------------------------------------------
+"$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UPSTREAM_PORT" >"$WORK/floor.log" 2>&1 &
+FLOOR_PID=$!
+PIDS+=("$FLOOR_PID")
+wait_http "http://127.0.0.1:$FLOOR_PORT/"
+
+# ---------------------------------------------------------------------------------------------
 # Gatehouse
 # ---------------------------------------------------------------------------------------------
 # A clean environment: nothing from the caller's GATEHOUSE_* / DATABASE_URL leaks in.
@@ -338,7 +350,9 @@ to_ms() {
         printf "%.3f", n }'
 }
 
-declare -A RPS P50 P99 NON2XX ERRS CONNS_CLOSED REQS CPU_NGINX CPU_GH
+declare -A RPS P50 P99 NON2XX ERRS CONNS_CLOSED REQS CPU_NGINX CPU_PROXY
+# The proxy process whose CPU each scenario measures (Gatehouse for the others: it idles there).
+declare -A PROXY_PID=([floor]="$FLOOR_PID")
 # CPU time (user + system, all threads) of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
@@ -350,7 +364,8 @@ run_wrk() {
     local key=$1 url=$2 t=$3 c=$4 d=$5 out tw cn cg
     tw=$(time_wait)
     cn=$(cpu_ticks "$NGINX_WORKER")
-    cg=$(cpu_ticks "$GH_PID")
+    local proxy_pid=${PROXY_PID[${key%%/*}]:-$GH_PID}
+    cg=$(cpu_ticks "$proxy_pid")
     local perf_pid=
     if [[ -n ${PERF_DATA:-} && $key == gatehouse/c$CONNS ]]; then
         perf record -q -F "${PERF_FREQ:-997}" ${PERF_ARGS:-} -o "$PERF_DATA" -p "$GH_PID" 2>/dev/null &
@@ -362,7 +377,7 @@ run_wrk() {
         wait "$perf_pid" 2>/dev/null || true
     fi
     CPU_NGINX[$key]=$(($(cpu_ticks "$NGINX_WORKER") - cn))
-    CPU_GH[$key]=$(($(cpu_ticks "$GH_PID") - cg))
+    CPU_PROXY[$key]=$(($(cpu_ticks "$proxy_pid") - cg))
     CONNS_CLOSED[$key]=$(($(time_wait) - tw))
     REQS[$key]=$(awk '/requests in/ {print $1; exit}' <<<"$out")
     echo "$out" >"$WORK/wrk-${key//\//-}.txt"
@@ -376,10 +391,11 @@ run_wrk() {
     log "$key: ${RPS[$key]} req/s, p50 ${P50[$key]} ms, p99 ${P99[$key]} ms, non-2xx ${NON2XX[$key]}, socket errors ${ERRS[$key]}, upstream connections closed ${CONNS_CLOSED[$key]}"
 }
 
-read -r -a SCENARIOS <<<"${SCENARIOS:-direct nginx gatehouse}"
+read -r -a SCENARIOS <<<"${SCENARIOS:-direct nginx floor gatehouse}"
 declare -A URL=(
     [direct]="http://127.0.0.1:$UPSTREAM_PORT/"
     [nginx]="http://127.0.0.1:$NGINX_PROXY_PORT/"
+    [floor]="http://127.0.0.1:$FLOOR_PORT/"
     [gatehouse]="$GH_URL"
 )
 for s in "${SCENARIOS[@]}"; do
@@ -483,20 +499,23 @@ mib_s() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
     echo "(upstr.cl. = upstream connections closed during the run, counted from TIME-WAIT sockets; 0 = all kept alive)"
     echo
     echo "CPU time per request (user+system from /proc/PID/stat; less sensitive to the shared cores than req/s):"
-    printf '%-12s %6s %12s %18s %18s\n' scenario conns requests "nginx worker us" "Gatehouse us"
+    printf '%-12s %6s %12s %18s %18s\n' scenario conns requests "nginx worker us" "proxy us"
     for c in "c$CONNS" c1; do
         for s in "${SCENARIOS[@]}"; do
             k="$s/$c"
             printf '%-12s %6s %12s %18s %18s\n' "$s" "${c#c}" "${REQS[$k]}" \
-                "$(per_req "${CPU_NGINX[$k]}" "${REQS[$k]}")" "$(per_req "${CPU_GH[$k]}" "${REQS[$k]}")"
+                "$(per_req "${CPU_NGINX[$k]}" "${REQS[$k]}")" "$(per_req "${CPU_PROXY[$k]}" "${REQS[$k]}")"
         done
         echo "  proxy cost at ${c#c} conn(s): nginx as proxy ~$(awk -v b="$(per_req "${CPU_NGINX[nginx/$c]}" "${REQS[nginx/$c]}")" -v a="$(per_req "${CPU_NGINX[direct/$c]}" "${REQS[direct/$c]}")" 'BEGIN { printf "%.1f", b - a }') us/request" \
-            "(worker CPU in (b) minus the upstream's share measured in (a)); Gatehouse $(per_req "${CPU_GH[gatehouse/$c]}" "${REQS[gatehouse/$c]}") us/request"
+            "(worker CPU in (b) minus the upstream's share measured in (a)); Gatehouse $(per_req "${CPU_PROXY[gatehouse/$c]}" "${REQS[gatehouse/$c]}") us/request, floor $(per_req "${CPU_PROXY[floor/$c]}" "${REQS[floor/$c]}") us/request"
     done
     echo
     for c in "c$CONNS" c1; do
         echo "at ${c#c} connection(s):"
         echo "  Gatehouse rps / nginx rps:  $(ratio "${RPS[gatehouse/$c]}" "${RPS[nginx/$c]}")"
+        echo "  Gatehouse / floor:          rps $(ratio "${RPS[gatehouse/$c]}" "${RPS[floor/$c]}")," \
+            "CPU per request $(ratio "$(per_req "${CPU_PROXY[gatehouse/$c]}" "${REQS[gatehouse/$c]}")" "$(per_req "${CPU_PROXY[floor/$c]}" "${REQS[floor/$c]}")")," \
+            "p50 $(ratio "${P50[gatehouse/$c]}" "${P50[floor/$c]}"), p99 $(ratio "${P99[gatehouse/$c]}" "${P99[floor/$c]}")"
         echo "  Gatehouse rps / direct rps: $(ratio "${RPS[gatehouse/$c]}" "${RPS[direct/$c]}")"
         echo "  nginx rps / direct rps:     $(ratio "${RPS[nginx/$c]}" "${RPS[direct/$c]}")"
         echo "  added p99 over direct:      Gatehouse $(minus "${P99[gatehouse/$c]}" "${P99[direct/$c]}") ms, nginx $(minus "${P99[nginx/$c]}" "${P99[direct/$c]}") ms"
