@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 /// One request for the gateway pipeline, as an agent would have sent it to `/gateway`.
-#[derive(Debug)]
 pub struct ForwardRequest {
     /// The agent's own `Authorization` value, from its MCP request: steps 1–2 run again on it.
     pub authorization: HeaderValue,
@@ -21,6 +20,18 @@ pub struct ForwardRequest {
     pub target: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
+}
+
+/// Never shows the agent's token (or header values, which may carry secrets too).
+impl std::fmt::Debug for ForwardRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardRequest")
+            .field("client_ip", &self.client_ip)
+            .field("method", &self.method)
+            .field("headers", &self.headers.len())
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What came back, with the body cut at the caller's limit.
