@@ -156,12 +156,20 @@ impl GatehouseTools {
 
 /// A refusal decided before the gateway request (bad input), shaped like the gateway's own.
 fn refusal(error: &ApiError) -> CallToolResult {
-    let output = serde_json::json!({
-        "status": error.status().as_u16(),
-        "headers": {"content-type": "application/json"},
-        "body": error.body(),
-    });
-    CallToolResult::structured_error(output)
+    let output = ApiRequestOutput {
+        status: error.status().as_u16(),
+        headers: [("content-type".to_owned(), "application/json".to_owned())].into(),
+        body: error.body(),
+        body_encoding: None,
+        truncated: None,
+        size: None,
+    };
+    match serde_json::to_value(output) {
+        Ok(value) => CallToolResult::structured_error(value),
+        Err(_) => CallToolResult::error(vec![rmcp::model::ContentBlock::text(
+            error.public_message(),
+        )]),
+    }
 }
 
 fn tool_list() -> Vec<Tool> {

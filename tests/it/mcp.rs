@@ -737,13 +737,25 @@ async fn bad_api_request_input_is_refused_before_the_upstream() {
         json!({"target": "api", "method": "TRACE", "path": "/x"}),
         json!({"target": "api", "method": "POST", "path": "/x", "body_base64": "not base64!"}),
     ] {
-        match client.call_tool("api_request", arguments.clone()).await {
-            Ok(result) => assert!(is_error(&result), "{arguments}: {result}"),
-            Err(e) => assert!(
-                !e.code.is_some_and(|c| (500..600).contains(&c)),
-                "{arguments}: a client error, not a server error: {e}"
-            ),
-        }
+        // A tool result with the gateway's 400 shape, naming the input that is wrong.
+        let result = client
+            .call_tool("api_request", arguments.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{arguments}: a tool result, not a protocol error: {e}"));
+        assert!(is_error(&result), "{arguments}: {result}");
+        let out = structured(&result);
+        assert_eq!(out["status"], 400, "{arguments}: {out}");
+        let field = out["body"]["field"].as_str().unwrap_or_default();
+        assert!(
+            field == "arguments" || field == "body_base64",
+            "{arguments}: names the input: {out}"
+        );
+        assert!(
+            out["body"]["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with(field)),
+            "{out}"
+        );
     }
     assert_eq!(w.upstream.count(), before, "nothing was forwarded");
 }
