@@ -102,23 +102,40 @@ async fn setup_provider(
         }
     };
     assert_eq!(oidc.options().shape, shape, "the server's shape");
-    oidc.set_redirect_uris(&[&callback]).await;
     let admin_token = gatehouse::domain::tokens::AdminToken::generate();
     let key = super::app::rand_key();
-    let mut config = TestApp::config(&db, &admin_token, key);
-    config.admin.listen = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    config.admin.public_url = url::Url::parse(&public_url).unwrap();
-    config
-        .providers
-        .insert(provider.to_owned(), overrides(&oidc));
-    config.env.oauth_clients.insert(
-        provider.to_owned(),
-        OAuthClientCredentials {
-            client_id: oidc.client_id().to_owned(),
-            client_secret: oidc.client_secret().to_owned(),
-        },
-    );
-    let app = TestApp::spawn_with(db, admin_token, key, config).await;
+    let overrides = overrides(&oidc);
+    // The admin port must be known before start (it is in the redirect URI), so it is reserved
+    // and released first; another test may take it meanwhile: then try another port.
+    let (mut admin_port, mut public_url) = (admin_port, public_url);
+    let mut attempts = 0;
+    let running = loop {
+        let callback = format!("{public_url}/oauth/callback");
+        oidc.set_redirect_uris(&[&callback]).await;
+        let mut config = TestApp::config(&db, &admin_token, key);
+        config.admin.listen = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        config.admin.public_url = url::Url::parse(&public_url).unwrap();
+        config
+            .providers
+            .insert(provider.to_owned(), overrides.clone());
+        config.env.oauth_clients.insert(
+            provider.to_owned(),
+            OAuthClientCredentials {
+                client_id: oidc.client_id().to_owned(),
+                client_secret: oidc.client_secret().to_owned(),
+            },
+        );
+        match gatehouse::app::App::build(config).await {
+            Ok(running) => break running,
+            Err(error) if attempts < 5 && error.to_string().contains("admin.listen") => {
+                attempts += 1;
+                admin_port = free_port();
+                public_url = format!("http://127.0.0.1:{admin_port}");
+            }
+            Err(error) => panic!("gatehouse starts: {error}"),
+        }
+    };
+    let app = TestApp::from_running(db, admin_token, key, running);
     ConnectedSetup {
         oidc,
         app,

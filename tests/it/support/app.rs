@@ -58,6 +58,16 @@ impl TestApp {
         config: Config,
     ) -> Self {
         let running = App::build(config).await.expect("gatehouse starts");
+        Self::from_running(db, admin_token, encryption_key, running)
+    }
+
+    /// A `TestApp` around an app already started.
+    pub fn from_running(
+        db: TestDb,
+        admin_token: AdminToken,
+        encryption_key: [u8; 32],
+        running: RunningApp,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
