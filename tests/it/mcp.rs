@@ -849,7 +849,7 @@ async fn audit_rows_and_metrics_name_the_interface() {
     assert!(settled, "setup not applied within 2 s");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before: HashSet<Uuid> = app.audit_rows().await.into_iter().map(|r| r.id).collect();
-    let metrics_before = app.metrics_text().await;
+    let metrics_before = app.settled_metrics_text().await;
 
     let mut client = w.client().await;
     let result = api_call(

@@ -306,7 +306,7 @@ async fn metrics_count_requests_and_auth_failures_without_secrets() {
     .await;
     assert_eq!(reply.status, 502);
 
-    let before = app.metrics_text().await;
+    let before = app.settled_metrics_text().await;
     let value =
         |text: &str, name: &str, labels: &[(&str, &str)]| metric(text, name, labels).unwrap_or(0.0);
 
@@ -331,7 +331,7 @@ async fn metrics_count_requests_and_auth_failures_without_secrets() {
     assert_eq!(app.get("/gateway/api/x", &w.revoked).await.status, 401);
     assert_eq!(app.get("/gateway/api/x", &w.far).await.status, 403);
 
-    let after = app.metrics_text().await;
+    let after = app.settled_metrics_text().await;
     let delta = |name: &str, labels: &[(&str, &str)]| {
         value(&after, name, labels) - value(&before, name, labels)
     };

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gatehouse::domain::audit::{AuditEntry, AuditQuery};
@@ -148,7 +149,17 @@ impl TestApp {
     }
 
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>) -> Reply {
-        Reply::read(self.gateway(method, path, token).send().await.unwrap()).await
+        let reply = Reply::read(self.gateway(method, path, token).send().await.unwrap()).await;
+        // What the proxy counts: requests to `/gateway/{slug}` that passed steps 1–2.
+        let names_a_target = path
+            .strip_prefix("/gateway/")
+            .is_some_and(|rest| !rest.starts_with('/') && !rest.is_empty());
+        let authenticated =
+            reply.status != 401 && !(reply.status == 403 && reply.text.contains("ip not allowed"));
+        if names_a_target && authenticated {
+            self.gateway_answers.fetch_add(1, Ordering::SeqCst);
+        }
+        reply
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
@@ -158,6 +169,27 @@ impl TestApp {
     /// Raw bytes to the proxy listener; see [`raw_http`].
     pub async fn raw(&self, request: &[u8]) -> RawReply {
         raw_http(self.running().proxy_addr, request).await
+    }
+
+    /// `/metrics` once every `/gateway/{slug}` answer sent through [`TestApp::call`] is counted
+    /// in it: the proxy counts a request in its logging phase, just *after* the answer went out,
+    /// so a snapshot taken right after a reply may miss it.
+    pub async fn settled_metrics_text(&self) -> String {
+        let expected = self.gateway_answers.load(Ordering::SeqCst) as f64;
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = self.metrics_text().await;
+            let counted = text
+                .lines()
+                .find_map(|line| line.strip_prefix("gatehouse_request_duration_seconds_count "))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if counted >= expected {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the proxy counted fewer than {expected} gateway requests within 5 s: {text}");
     }
 
     /// `GET /metrics` on the metrics listener, as text.

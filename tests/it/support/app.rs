@@ -15,6 +15,9 @@ pub struct TestApp {
     pub encryption_key: [u8; 32],
     pub http: reqwest::Client,
     pub db: TestDb,
+    /// Requests to `/gateway/{slug}/…` answered through [`TestApp::call`]; each is counted in
+    /// the proxy's metrics once its logging phase ran, which is just after the answer went out.
+    pub gateway_answers: std::sync::atomic::AtomicU64,
 }
 
 impl TestApp {
@@ -78,6 +81,7 @@ impl TestApp {
             encryption_key,
             http,
             db,
+            gateway_answers: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
