@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Bounded load run on loopback: (a) the upstream directly, (b) nginx as a reverse proxy to it,
 # (f) the bare-Pingora floor (examples/pingora_floor.rs: one peer, one injected header, the same
-# Pingora build and runtime), (c) Gatehouse with a bearer-credential target pointing at it; then 1 GiB streamed through
-# Gatehouse in each direction while its resident memory is sampled.
+# Pingora build and runtime), (c) Gatehouse with a bearer-credential target pointing at it, and
+# the same three proxies in front of an HTTPS upstream (`*_tls`: nginx serving TLS with a
+# certificate of a CA made for the run, trusted by nginx `proxy_ssl_trusted_certificate`, by the
+# floor's `ca_file` and by Gatehouse's `upstream.extra_ca_file`). The scenarios are interleaved
+# over ROUNDS rounds in this one run and the report gives medians over the rounds and ratios of
+# those medians. Then 1 GiB is streamed through Gatehouse in each direction while its resident
+# memory is sampled.
 #
 #   bash benches/load.sh            # from the repository root (or anywhere: it finds the root)
 #
-# Knobs (environment): DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), C1_DURATION (5s),
+# Knobs (environment): ROUNDS (3), SCENARIOS ("direct nginx floor gatehouse direct_tls nginx_tls
+# floor_tls gatehouse_tls"), DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), C1_DURATION (5s),
 # STREAM_BYTES (1G), IDLE_WAIT (12, seconds idle before the last RSS reading), SLOW_RATE (256M, curl --limit-rate of the slow-client download),
 # SAMPLE_INTERVAL (0.5, seconds between VmRSS samples), SKIP_BUILD (unset: build),
 # TARGET_HOST (127.0.0.1: the host in the bench target's base URL; `localhost` makes Gatehouse
@@ -20,10 +26,11 @@
 # Everything runs as separate processes owned by this script, on 127.0.0.1, in a temporary
 # directory: one nginx instance (its own prefix and config; nothing system-wide), one Python
 # upload sink, one Gatehouse. All of them are stopped on exit (trap). Every wait is bounded.
-# Needs: cargo, curl, jq, wrk, nginx, python3 (wrk, nginx and jq are installed with apt-get
-# when missing and we are root).
+# Needs: cargo, curl, jq, wrk, nginx, openssl, python3 (wrk, nginx and jq are installed with
+# apt-get when missing and we are root).
 set -euo pipefail
 
+ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
@@ -59,7 +66,7 @@ if ((${#need_apt[@]})); then
     fi
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-for tool in curl python3 cargo; do
+for tool in curl python3 cargo openssl; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
 
@@ -158,6 +165,26 @@ pick_port FLOOR_PORT
 pick_port GH_PROXY_PORT
 pick_port GH_ADMIN_PORT
 pick_port GH_METRICS_PORT
+pick_port UPSTREAM_TLS_PORT
+pick_port NGINX_TLS_PROXY_PORT
+pick_port FLOOR_TLS_PORT
+
+# A CA of this run and a certificate for localhost signed by it (EC P-256; valid two days).
+TLS_DIR=$WORK/tls
+mkdir -p "$TLS_DIR"
+{
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=gatehouse-load-ca -addext basicConstraints=critical,CA:TRUE \
+        -addext keyUsage=critical,keyCertSign,cRLSign -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+        -keyout "$TLS_DIR/localhost.key" -out "$TLS_DIR/localhost.csr"
+    printf '%s\n' basicConstraints=CA:FALSE keyUsage=critical,digitalSignature \
+        extendedKeyUsage=serverAuth subjectAltName=DNS:localhost,IP:127.0.0.1 >"$TLS_DIR/leaf.ext"
+    openssl x509 -req -in "$TLS_DIR/localhost.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
+        -CAcreateserial -days 2 -extfile "$TLS_DIR/leaf.ext" -out "$TLS_DIR/localhost.pem"
+} >"$WORK/openssl.log" 2>&1 || { cat "$WORK/openssl.log" >&2; die "openssl could not make the test CA"; }
+chmod 755 "$TLS_DIR"
+chmod 644 "$TLS_DIR"/*
 
 mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp" "$WORK/www" "$WORK/gatehouse"
 # nginx started as root serves with unprivileged workers (user nobody): let them reach the file.
@@ -203,6 +230,36 @@ http {
             proxy_pass http://origin;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+        }
+    }
+
+    upstream origin_tls {
+        server 127.0.0.1:$UPSTREAM_TLS_PORT;
+        keepalive 64;
+    }
+
+    # (a') the upstream over TLS: the same small 200.
+    server {
+        listen 127.0.0.1:$UPSTREAM_TLS_PORT ssl;
+        ssl_certificate $TLS_DIR/localhost.pem;
+        ssl_certificate_key $TLS_DIR/localhost.key;
+        ssl_session_cache shared:upstream_tls:1m;
+        default_type text/plain;
+        location / { return 200 "ok\n"; }
+    }
+
+    # (b') nginx as a reverse proxy to (a'): keep-alive, session reuse, the certificate verified.
+    server {
+        listen 127.0.0.1:$NGINX_TLS_PROXY_PORT;
+        location / {
+            proxy_pass https://origin_tls;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_session_reuse on;
+            proxy_ssl_server_name on;
+            proxy_ssl_name localhost;
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate $TLS_DIR/ca.pem;
         }
     }
 }
@@ -264,6 +321,7 @@ PIDS+=($!)
 
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
 wait_http "http://127.0.0.1:$NGINX_PROXY_PORT/"
+wait_http "http://127.0.0.1:$NGINX_TLS_PROXY_PORT/"
 # The one worker serves both server blocks: the upstream (a) and the reverse proxy (b).
 NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -n 1)
 [[ -n $NGINX_WORKER ]] || die "no nginx worker process"
@@ -275,6 +333,12 @@ NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -n 1)
 FLOOR_PID=$!
 PIDS+=("$FLOOR_PID")
 wait_http "http://127.0.0.1:$FLOOR_PORT/"
+# The floor in front of the TLS upstream: SNI localhost, the run's CA as its connector's roots.
+"$FLOOR" "127.0.0.1:$FLOOR_TLS_PORT" "127.0.0.1:$UPSTREAM_TLS_PORT" "$(nproc)" localhost "$TLS_DIR/ca.pem" \
+    >"$WORK/floor-tls.log" 2>&1 &
+FLOOR_TLS_PID=$!
+PIDS+=("$FLOOR_TLS_PID")
+wait_http "http://127.0.0.1:$FLOOR_TLS_PORT/"
 
 # ---------------------------------------------------------------------------------------------
 # Gatehouse
@@ -288,6 +352,7 @@ gh_env=(
     "GATEHOUSE__UPSTREAM__ALLOW_PRIVATE=true"
     "GATEHOUSE__LOG__LEVEL=warn"
     "GATEHOUSE__PROXY__SHUTDOWN_GRACE=2s"
+    "GATEHOUSE__UPSTREAM__EXTRA_CA_FILE=$TLS_DIR/ca.pem"
 )
 read -r -a extra_env <<<"${GATEHOUSE_EXTRA_ENV:-}"
 gh_env+=("${extra_env[@]}")
@@ -318,11 +383,17 @@ SINK_ID=$(jq -r .id <<<"$sink_json")
 SINK_SLUG=$(jq -r .slug <<<"$sink_json")
 api POST "/api/targets/$SINK_ID/auth-methods" \
     "{\"label\":\"bench\",\"type\":\"bearer\",\"credential\":\"$UPSTREAM_CREDENTIAL\"}" >/dev/null
+tls_json=$(api POST /api/targets "{\"name\":\"bench tls\",\"base_url\":\"https://localhost:$UPSTREAM_TLS_PORT\"}")
+TLS_ID=$(jq -r .id <<<"$tls_json")
+TLS_SLUG=$(jq -r .slug <<<"$tls_json")
+api POST "/api/targets/$TLS_ID/auth-methods" \
+    "{\"label\":\"bench\",\"type\":\"bearer\",\"credential\":\"$UPSTREAM_CREDENTIAL\"}" >/dev/null
 token_json=$(api POST /api/tokens '{"name":"bench agent"}')
 AGENT_TOKEN=$(jq -r .token <<<"$token_json")
 TOKEN_ID=$(jq -r .id <<<"$token_json")
 api PUT "/api/tokens/$TOKEN_ID/permissions/$TARGET_ID" '{}' >/dev/null
 api PUT "/api/tokens/$TOKEN_ID/permissions/$SINK_ID" '{}' >/dev/null
+api PUT "/api/tokens/$TOKEN_ID/permissions/$TLS_ID" '{}' >/dev/null
 [[ $AGENT_TOKEN == sg_* ]] || die "POST /api/tokens returned no sg_ token"
 AUTH="Authorization: Bearer $AGENT_TOKEN"
 
@@ -334,6 +405,9 @@ for ((i = 0; i < 50; i++)); do
 done
 body=$(curl -fsS --max-time 2 -H "$AUTH" "$GH_URL") || die "$GH_URL does not answer 200"
 [[ $body == ok ]] || die "unexpected body through Gatehouse: $body"
+GH_TLS_URL="http://127.0.0.1:$GH_PROXY_PORT/gateway/$TLS_SLUG/"
+body=$(curl -sS --max-time 5 -H "$AUTH" "$GH_TLS_URL") || die "$GH_TLS_URL does not answer"
+[[ $body == ok ]] || die "unexpected body through Gatehouse to the TLS upstream: $body"
 sleep 1 # let the first audit batch and the snapshot reload settle before measuring idle memory
 RSS_IDLE=$(rss_kb "$GH_PID")
 LOG_LINES_BEFORE=$(wc -l <"$WORK/gatehouse.log")
@@ -350,16 +424,19 @@ to_ms() {
         printf "%.3f", n }'
 }
 
-declare -A RPS P50 P99 NON2XX ERRS CONNS_CLOSED REQS CPU_NGINX CPU_PROXY
+declare -A RPS P50 P99 NON2XX ERRS CONNS_CLOSED REQS CPU_NGINX CPU_PROXY US_NGINX US_PROXY
 # The proxy process whose CPU each scenario measures (Gatehouse for the others: it idles there).
-declare -A PROXY_PID=([floor]="$FLOOR_PID")
+declare -A PROXY_PID=([floor]="$FLOOR_PID" [floor_tls]="$FLOOR_TLS_PID")
 # CPU time (user + system, all threads) of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
-# Sockets to or from the upstream port in TIME-WAIT: the rise over a run counts the upstream
+per_req() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a" }'; }
+# Sockets to or from an upstream port in TIME-WAIT: the rise over a run counts the upstream
 # connections that were closed during it, i.e. how much a proxy reconnects instead of reusing.
-time_wait() { ss -Htan state time-wait "( sport = :$UPSTREAM_PORT or dport = :$UPSTREAM_PORT )" 2>/dev/null | wc -l; }
-# run_wrk KEY URL THREADS CONNS DURATION
+time_wait() {
+    ss -Htan state time-wait "( sport = :$UPSTREAM_PORT or dport = :$UPSTREAM_PORT or sport = :$UPSTREAM_TLS_PORT or dport = :$UPSTREAM_TLS_PORT )" 2>/dev/null | wc -l
+}
+# run_wrk KEY URL THREADS CONNS DURATION; KEY is scenario/cCONNS/round.
 run_wrk() {
     local key=$1 url=$2 t=$3 c=$4 d=$5 out tw cn cg
     tw=$(time_wait)
@@ -367,7 +444,7 @@ run_wrk() {
     local proxy_pid=${PROXY_PID[${key%%/*}]:-$GH_PID}
     cg=$(cpu_ticks "$proxy_pid")
     local perf_pid=
-    if [[ -n ${PERF_DATA:-} && $key == gatehouse/c$CONNS ]]; then
+    if [[ -n ${PERF_DATA:-} && $key == gatehouse/c$CONNS/1 ]]; then
         perf record -q -F "${PERF_FREQ:-997}" ${PERF_ARGS:-} -o "$PERF_DATA" -p "$GH_PID" 2>/dev/null &
         perf_pid=$!
     fi
@@ -380,6 +457,8 @@ run_wrk() {
     CPU_PROXY[$key]=$(($(cpu_ticks "$proxy_pid") - cg))
     CONNS_CLOSED[$key]=$(($(time_wait) - tw))
     REQS[$key]=$(awk '/requests in/ {print $1; exit}' <<<"$out")
+    US_NGINX[$key]=$(per_req "${CPU_NGINX[$key]}" "${REQS[$key]}")
+    US_PROXY[$key]=$(per_req "${CPU_PROXY[$key]}" "${REQS[$key]}")
     echo "$out" >"$WORK/wrk-${key//\//-}.txt"
     RPS[$key]=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     P50[$key]=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
@@ -388,25 +467,38 @@ run_wrk() {
     NON2XX[$key]=${NON2XX[$key]:-0}
     ERRS[$key]=$(awk '/Socket errors:/ {sub(/.*Socket errors: /, ""); print}' <<<"$out")
     ERRS[$key]=${ERRS[$key]:-none}
-    log "$key: ${RPS[$key]} req/s, p50 ${P50[$key]} ms, p99 ${P99[$key]} ms, non-2xx ${NON2XX[$key]}, socket errors ${ERRS[$key]}, upstream connections closed ${CONNS_CLOSED[$key]}"
+    log "$key: ${RPS[$key]} req/s, p50 ${P50[$key]} ms, p99 ${P99[$key]} ms, proxy CPU ${US_PROXY[$key]} us/req, non-2xx ${NON2XX[$key]}, socket errors ${ERRS[$key]}, upstream connections closed ${CONNS_CLOSED[$key]}"
 }
 
-read -r -a SCENARIOS <<<"${SCENARIOS:-direct nginx floor gatehouse}"
+read -r -a SCENARIOS <<<"${SCENARIOS:-direct nginx floor gatehouse direct_tls nginx_tls floor_tls gatehouse_tls}"
 declare -A URL=(
     [direct]="http://127.0.0.1:$UPSTREAM_PORT/"
     [nginx]="http://127.0.0.1:$NGINX_PROXY_PORT/"
     [floor]="http://127.0.0.1:$FLOOR_PORT/"
     [gatehouse]="$GH_URL"
+    [direct_tls]="https://localhost:$UPSTREAM_TLS_PORT/"
+    [nginx_tls]="http://127.0.0.1:$NGINX_TLS_PROXY_PORT/"
+    [floor_tls]="http://127.0.0.1:$FLOOR_TLS_PORT/"
+    [gatehouse_tls]="$GH_TLS_URL"
 )
 for s in "${SCENARIOS[@]}"; do
-    log "$s: warm-up $WARMUP, then -t$THREADS -c$CONNS -d$DURATION, then -t1 -c1 -d$C1_DURATION"
-    timeout 30 wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "$AUTH" "${URL[$s]}" >/dev/null
-    run_wrk "$s/c$CONNS" "${URL[$s]}" "$THREADS" "$CONNS" "$DURATION"
-    if [[ $s == gatehouse ]]; then
-        RSS_AFTER_LOAD=$(rss_kb "$GH_PID")
-        HWM_LOAD=$(hwm_kb "$GH_PID")
-    fi
-    run_wrk "$s/c1" "${URL[$s]}" 1 1 "$C1_DURATION"
+    [[ -n ${URL[$s]:-} ]] || die "unknown scenario $s (known: ${!URL[*]})"
+done
+# Round after round, every scenario once: a slow phase of the machine hits them all alike.
+for ((round = 1; round <= ROUNDS; round++)); do
+    for s in "${SCENARIOS[@]}"; do
+        if ((round == 1)); then
+            log "$s: warm-up $WARMUP"
+            timeout 30 wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "$AUTH" "${URL[$s]}" >/dev/null
+        fi
+        log "round $round/$ROUNDS, $s: -t$THREADS -c$CONNS -d$DURATION, then -t1 -c1 -d$C1_DURATION"
+        run_wrk "$s/c$CONNS/$round" "${URL[$s]}" "$THREADS" "$CONNS" "$DURATION"
+        if [[ $s == gatehouse ]]; then
+            RSS_AFTER_LOAD=$(rss_kb "$GH_PID")
+            HWM_LOAD=$(hwm_kb "$GH_PID")
+        fi
+        run_wrk "$s/c1/$round" "${URL[$s]}" 1 1 "$C1_DURATION"
+    done
 done
 LOG_LINES_AFTER=$(wc -l <"$WORK/gatehouse.log")
 sleep 1 # let the audit writer drain
@@ -473,7 +565,36 @@ RSS_PARTS_AFTER=$(awk '/^(RssAnon|RssFile|RssShmem):/ {printf "%s %.1f MB  ", $1
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
-per_req() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a" }'; }
+# median NUMBERS…: the middle one (the mean of the two middle ones for an even count).
+median() {
+    printf '%s\n' "$@" | grep -E '^[-+0-9.]+$' | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+# med ARRAY SCENARIO cN: the median over the rounds of ARRAY[SCENARIO/cN/round].
+med() {
+    local -n values=$1
+    local r picked=()
+    for ((r = 1; r <= ROUNDS; r++)); do picked+=("${values[$2/$3/$r]:-}"); done
+    median "${picked[@]}"
+}
+total() {
+    local -n values=$1
+    local r sum=0
+    for ((r = 1; r <= ROUNDS; r++)); do sum=$((sum + ${values[$2/$3/$r]:-0})); done
+    echo "$sum"
+}
+joined() {
+    local -n values=$1
+    local r
+    for ((r = 1; r <= ROUNDS; r++)); do echo "${values[$2/$3/$r]:-}"; done | sort -u | paste -sd ';'
+}
+per_round_ratio() {
+    local -n values=$1
+    local r out=()
+    for ((r = 1; r <= ROUNDS; r++)); do out+=("$(ratio "${values[$2/$4/$r]:-0}" "${values[$3/$4/$r]:-0}")"); done
+    echo "${out[*]}"
+}
+has() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
 mib_s() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
@@ -488,38 +609,42 @@ mib_s() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
     echo "      absolute numbers are a lower bound and the ratios are what to compare. Other"
     echo "      processes on the machine (e.g. concurrent cargo builds) also compete for the cores."
     echo
-    echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency (after a $WARMUP warm-up), and -t1 -c1 -d$C1_DURATION --latency:"
-    printf '%-12s %6s %12s %10s %10s %8s %9s  %s\n' scenario conns "requests/s" "p50 ms" "p99 ms" non-2xx "upstr.cl." "socket errors"
+    echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency (after a $WARMUP warm-up), and -t1 -c1 -d$C1_DURATION --latency;"
+    echo "$ROUNDS rounds, the scenarios interleaved in each; every figure is the median over the rounds:"
+    printf '%-14s %6s %12s %10s %10s %9s %9s %8s %9s  %s\n' scenario conns "requests/s" "p50 ms" "p99 ms" "proxy us" "nginx us" non-2xx "upstr.cl." "socket errors"
     for c in "c$CONNS" c1; do
         for s in "${SCENARIOS[@]}"; do
-            k="$s/$c"
-            printf '%-12s %6s %12s %10s %10s %8s %9s  %s\n' "$s" "${c#c}" "${RPS[$k]}" "${P50[$k]}" "${P99[$k]}" "${NON2XX[$k]}" "${CONNS_CLOSED[$k]}" "${ERRS[$k]}"
+            printf '%-14s %6s %12s %10s %10s %9s %9s %8s %9s  %s\n' "$s" "${c#c}" "$(med RPS "$s" "$c")" \
+                "$(med P50 "$s" "$c")" "$(med P99 "$s" "$c")" "$(med US_PROXY "$s" "$c")" "$(med US_NGINX "$s" "$c")" \
+                "$(total NON2XX "$s" "$c")" "$(total CONNS_CLOSED "$s" "$c")" "$(joined ERRS "$s" "$c")"
         done
     done
-    echo "(upstr.cl. = upstream connections closed during the run, counted from TIME-WAIT sockets; 0 = all kept alive)"
+    echo "(proxy us / nginx us = CPU time per request, user+system from /proc/PID/stat, of the proxy"
+    echo " process of the scenario (Gatehouse idles in the others) and of the one nginx worker, which"
+    echo " serves the upstreams too; non-2xx and upstr.cl. are totals over the rounds; upstr.cl. ="
+    echo " upstream connections closed, counted from TIME-WAIT sockets; 0 = all kept alive)"
     echo
-    echo "CPU time per request (user+system from /proc/PID/stat; less sensitive to the shared cores than req/s):"
-    printf '%-12s %6s %12s %18s %18s\n' scenario conns requests "nginx worker us" "proxy us"
-    for c in "c$CONNS" c1; do
-        for s in "${SCENARIOS[@]}"; do
-            k="$s/$c"
-            printf '%-12s %6s %12s %18s %18s\n' "$s" "${c#c}" "${REQS[$k]}" \
-                "$(per_req "${CPU_NGINX[$k]}" "${REQS[$k]}")" "$(per_req "${CPU_PROXY[$k]}" "${REQS[$k]}")"
+    for suffix in "" _tls; do
+        has "gatehouse$suffix" && has "floor$suffix" && has "nginx$suffix" || continue
+        g=gatehouse$suffix f=floor$suffix n=nginx$suffix d=direct$suffix
+        for c in "c$CONNS" c1; do
+            echo "${suffix:+TLS upstream, }at ${c#c} connection(s) (medians; ratios of the medians):"
+            echo "  Gatehouse / floor:  CPU per request $(ratio "$(med US_PROXY $g "$c")" "$(med US_PROXY $f "$c")") (target <= 1.15)," \
+                "rps $(ratio "$(med RPS $g "$c")" "$(med RPS $f "$c")") (target >= 0.9)," \
+                "p50 $(ratio "$(med P50 $g "$c")" "$(med P50 $f "$c")"), p99 $(ratio "$(med P99 $g "$c")" "$(med P99 $f "$c")")" \
+                "(p99 $(minus "$(med P99 $g "$c")" "$(med P99 $f "$c")") ms; target <= +1 ms)"
+            echo "  per round, Gatehouse/floor CPU: $(per_round_ratio US_PROXY $g $f "$c"); rps: $(per_round_ratio RPS $g $f "$c")"
+            echo "  Gatehouse CPU above the floor: $(minus "$(med US_PROXY $g "$c")" "$(med US_PROXY $f "$c")") us/request"
+            echo "  Gatehouse / nginx:  rps $(ratio "$(med RPS $g "$c")" "$(med RPS $n "$c")")${suffix:+ (target >= 1.0)}," \
+                "p99 $(ratio "$(med P99 $g "$c")" "$(med P99 $n "$c")")"
+            if has "$d"; then
+                echo "  nginx as proxy: ~$(minus "$(med US_NGINX $n "$c")" "$(med US_NGINX $d "$c")") us/request of worker CPU" \
+                    "(its CPU in $n minus the upstream's share measured in $d)"
+                echo "  rps / direct:       Gatehouse $(ratio "$(med RPS $g "$c")" "$(med RPS $d "$c")"), nginx $(ratio "$(med RPS $n "$c")" "$(med RPS $d "$c")")"
+                echo "  added p50 / p99 over direct: Gatehouse $(minus "$(med P50 $g "$c")" "$(med P50 $d "$c")") / $(minus "$(med P99 $g "$c")" "$(med P99 $d "$c")") ms," \
+                    "nginx $(minus "$(med P50 $n "$c")" "$(med P50 $d "$c")") / $(minus "$(med P99 $n "$c")" "$(med P99 $d "$c")") ms"
+            fi
         done
-        echo "  proxy cost at ${c#c} conn(s): nginx as proxy ~$(awk -v b="$(per_req "${CPU_NGINX[nginx/$c]}" "${REQS[nginx/$c]}")" -v a="$(per_req "${CPU_NGINX[direct/$c]}" "${REQS[direct/$c]}")" 'BEGIN { printf "%.1f", b - a }') us/request" \
-            "(worker CPU in (b) minus the upstream's share measured in (a)); Gatehouse $(per_req "${CPU_PROXY[gatehouse/$c]}" "${REQS[gatehouse/$c]}") us/request, floor $(per_req "${CPU_PROXY[floor/$c]}" "${REQS[floor/$c]}") us/request"
-    done
-    echo
-    for c in "c$CONNS" c1; do
-        echo "at ${c#c} connection(s):"
-        echo "  Gatehouse rps / nginx rps:  $(ratio "${RPS[gatehouse/$c]}" "${RPS[nginx/$c]}")"
-        echo "  Gatehouse / floor:          rps $(ratio "${RPS[gatehouse/$c]}" "${RPS[floor/$c]}")," \
-            "CPU per request $(ratio "$(per_req "${CPU_PROXY[gatehouse/$c]}" "${REQS[gatehouse/$c]}")" "$(per_req "${CPU_PROXY[floor/$c]}" "${REQS[floor/$c]}")")," \
-            "p50 $(ratio "${P50[gatehouse/$c]}" "${P50[floor/$c]}"), p99 $(ratio "${P99[gatehouse/$c]}" "${P99[floor/$c]}")"
-        echo "  Gatehouse rps / direct rps: $(ratio "${RPS[gatehouse/$c]}" "${RPS[direct/$c]}")"
-        echo "  nginx rps / direct rps:     $(ratio "${RPS[nginx/$c]}" "${RPS[direct/$c]}")"
-        echo "  added p99 over direct:      Gatehouse $(minus "${P99[gatehouse/$c]}" "${P99[direct/$c]}") ms, nginx $(minus "${P99[nginx/$c]}" "${P99[direct/$c]}") ms"
-        echo "  added p50 over direct:      Gatehouse $(minus "${P50[gatehouse/$c]}" "${P50[direct/$c]}") ms, nginx $(minus "${P50[nginx/$c]}" "${P50[direct/$c]}") ms"
     done
     echo
     echo "Gatehouse during the load: gatehouse_requests_total{target=\"$SLUG\",status=\"2xx\"} ${REQUESTS_2XX:-?}," \

@@ -5,7 +5,11 @@
 //! above this is Gatehouse's own.
 //!
 //!   cargo build --release --example pingora_floor
-//!   target/release/examples/pingora_floor 127.0.0.1:18090 127.0.0.1:18000 [THREADS]
+//!   target/release/examples/pingora_floor 127.0.0.1:18090 127.0.0.1:18000 [THREADS [SNI CA_FILE]]
+//!
+//! With `SNI CA_FILE` the upstream is HTTPS: TLS with that server name, verified against the
+//! PEM roots in CA_FILE, set on the connector (`ServerConf::ca_file`) as Gatehouse sets its
+//! roots, so TLS sessions and connections are reused the same way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +22,8 @@ use pingora::services::Service as _;
 
 struct Floor {
     upstream: SocketAddr,
+    /// The upstream's TLS server name; empty for plain HTTP.
+    sni: String,
 }
 
 #[async_trait]
@@ -27,7 +33,8 @@ impl ProxyHttp for Floor {
     fn new_ctx(&self) {}
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        let tls = !self.sni.is_empty();
+        let mut peer = HttpPeer::new(self.upstream, tls, self.sni.clone());
         // Gatehouse's defaults (upstream.connect_timeout, read_timeout, idle_timeout).
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.total_connection_timeout = Some(Duration::from_secs(5));
@@ -50,18 +57,24 @@ impl ProxyHttp for Floor {
 
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: pingora_floor LISTEN UPSTREAM [THREADS]";
+    let usage = "usage: pingora_floor LISTEN UPSTREAM [THREADS [SNI CA_FILE]]";
     let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let upstream: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let threads = match args.next() {
         Some(n) => n.parse()?,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let sni = args.next().unwrap_or_default();
+    let ca_file = args.next();
+    if !sni.is_empty() && ca_file.is_none() {
+        return Err(usage.into());
+    }
     let conf = Arc::new(ServerConf {
         max_retries: 1,
+        ca_file,
         ..ServerConf::default()
     });
-    let mut service = pingora::proxy::http_proxy_service(&conf, Floor { upstream });
+    let mut service = pingora::proxy::http_proxy_service(&conf, Floor { upstream, sni });
     service.add_tcp(&listen.to_string());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)

@@ -71,6 +71,9 @@ pub struct TargetEntry {
     pub injection: Injection,
     /// Secret strings that must never come back in a response header.
     pub secrets: Vec<String>,
+    /// The upstream `Host` header, built once per snapshot instead of once per request;
+    /// `None` if the base URL's host is not a valid header value (the request then fails).
+    pub host_header: Option<http::HeaderValue>,
 }
 
 #[derive(Debug, Default)]
@@ -206,12 +209,14 @@ impl SnapshotSource {
                             .unwrap_or((Injection::Nothing, Vec::new()))
                     };
                     let slug = target.slug.as_str().to_owned();
+                    let host_header = http::HeaderValue::try_from(target.host_header()).ok();
                     (
                         slug,
                         Arc::new(TargetEntry {
                             target,
                             injection,
                             secrets,
+                            host_header,
                         }),
                     )
                 })

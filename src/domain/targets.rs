@@ -117,6 +117,16 @@ impl Target {
     pub fn is_managed(&self) -> bool {
         self.connected_account_id.is_some()
     }
+
+    /// The `Host` header for the upstream: host, plus the port when it is not the scheme's
+    /// default (`Url::port` is `None` then).
+    pub fn host_header(&self) -> String {
+        let host = self.base_url.host_str().unwrap_or_default();
+        match self.base_url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        }
+    }
 }
 
 /// The kinds of credential a standard target can hold (SPEC §3).

@@ -13,6 +13,12 @@
 //! The proxy phases move a stream between phases (`enter`); a read past its deadline fails
 //! with `TimedOut`, which ends the connection, and is counted in
 //! `gatehouse_client_timeouts_total{phase}`.
+//!
+//! The timer is lazy: a phase change only records when the phase began, and the one tokio
+//! timer of the connection, armed at most the shortest limit ahead, checks the real deadline
+//! when it fires and re-arms itself if that lies later. Moving the timer on every phase change
+//! cost two timer-wheel updates (a lock each) per request; now a busy connection re-arms about
+//! once per shortest limit (docs/performance.md).
 
 use std::io;
 use std::pin::Pin;
@@ -61,6 +67,8 @@ pub struct ClientLimits {
     header: Duration,
     keepalive: Duration,
     body: Duration,
+    /// The shortest of the three: how far ahead the timer may be armed.
+    shortest: Duration,
     header_timeouts: IntCounter,
     keepalive_timeouts: IntCounter,
     body_timeouts: IntCounter,
@@ -69,13 +77,27 @@ pub struct ClientLimits {
 impl ClientLimits {
     pub fn new(config: &ProxyConfig, metrics: &Metrics) -> Self {
         let counter = |phase: &str| metrics.client_timeouts.with_label_values(&[phase]);
+        let shortest = config
+            .header_read_timeout
+            .min(config.keepalive_timeout)
+            .min(config.body_read_timeout);
         Self {
             header: config.header_read_timeout,
             keepalive: config.keepalive_timeout,
             body: config.body_read_timeout,
+            shortest,
             header_timeouts: counter("header"),
             keepalive_timeouts: counter("keepalive"),
             body_timeouts: counter("body"),
+        }
+    }
+
+    fn limit(&self, phase: Phase) -> Option<Duration> {
+        match phase {
+            Phase::Head => Some(self.header),
+            Phase::Idle => Some(self.keepalive),
+            Phase::Body => Some(self.body),
+            Phase::Serving => None,
         }
     }
 }
@@ -87,66 +109,61 @@ pub struct ClientStream {
     limits: Arc<ClientLimits>,
     /// Set by the proxy phases (through `&self`), read by `poll_read`.
     phase: AtomicU8,
-    /// The phase the timer was last set for.
+    /// The phase `since` belongs to.
     timed_phase: Phase,
+    /// When `timed_phase` began; in `Body`, when data last arrived. Its deadline is this plus
+    /// the phase's limit.
+    since: Instant,
+    /// Fires at or before the deadline (never after it); see the module comment.
     timer: Pin<Box<Sleep>>,
-    /// `Body`: when data last arrived; the timer is pushed lazily from here.
-    last_progress: Instant,
 }
 
 impl ClientStream {
     pub fn new(inner: TcpStream, limits: Arc<ClientLimits>) -> Self {
-        let deadline = Instant::now() + limits.header;
+        let now = Instant::now();
+        let first = now + limits.header.min(limits.shortest);
         Self {
             inner,
             limits,
             phase: AtomicU8::new(Phase::Head as u8),
             timed_phase: Phase::Head,
-            timer: Box::pin(tokio::time::sleep_until(deadline)),
-            last_progress: Instant::now(),
+            since: now,
+            timer: Box::pin(tokio::time::sleep_until(first)),
         }
     }
 
-    /// Move to `phase`; the deadline follows at the next read.
+    /// Move to `phase`; its deadline counts from the next read.
     pub fn enter(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Relaxed);
     }
 
-    /// Re-arm the timer when the proxy moved the stream to another phase.
+    /// Note a phase change made by the proxy: its clock starts now.
     fn follow_phase(&mut self) -> Phase {
         let phase = Phase::from_u8(self.phase.load(Ordering::Relaxed));
         if phase != self.timed_phase {
             self.timed_phase = phase;
-            let now = Instant::now();
-            match phase {
-                Phase::Head => self.timer.as_mut().reset(now + self.limits.header),
-                Phase::Idle => self.timer.as_mut().reset(now + self.limits.keepalive),
-                Phase::Body => {
-                    self.last_progress = now;
-                    self.timer.as_mut().reset(now + self.limits.body);
-                }
-                Phase::Serving => {}
-            }
+            self.since = Instant::now();
         }
         phase
     }
 
-    /// Whether the deadline of `phase` has passed (registering the waker otherwise).
+    /// Whether the deadline of `phase` has passed (registering the waker otherwise). The timer
+    /// is never later than the deadline: every limit is at least `shortest`, and the timer is
+    /// armed at most `shortest` ahead.
     fn expired(&mut self, phase: Phase, cx: &mut Context<'_>) -> bool {
-        if phase == Phase::Serving {
-            return false;
-        }
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            // A body that made progress since the timer was set gets a new deadline.
-            let body_deadline = self.last_progress + self.limits.body;
-            if phase == Phase::Body && body_deadline > Instant::now() {
-                self.timer.as_mut().reset(body_deadline);
-                continue;
+            let now = Instant::now();
+            let deadline = self.limits.limit(phase).map(|limit| self.since + limit);
+            if deadline.is_some_and(|deadline| deadline <= now) {
+                return true;
             }
-            return true;
+            // Early (or no deadline in this phase): wait again, at most `shortest`.
+            let next = now + self.limits.shortest;
+            let at = deadline.map_or(next, |deadline| deadline.min(next));
+            self.timer.as_mut().reset(at);
         }
     }
 
@@ -175,7 +192,7 @@ impl AsyncRead for ClientStream {
                     match phase {
                         // The next request began: its head has `header_read_timeout`.
                         Phase::Idle => this.enter(Phase::Head),
-                        Phase::Body => this.last_progress = Instant::now(),
+                        Phase::Body => this.since = Instant::now(),
                         Phase::Head | Phase::Serving => {}
                     }
                 }

@@ -31,14 +31,23 @@ fn is_agent_only(name: &HeaderName) -> bool {
     ) || name.as_str().starts_with("x-forwarded-")
 }
 
-/// Whether `name` is listed in the message's `Connection` header (hop-by-hop for this message).
-fn listed_in_connection(headers: &http::HeaderMap, name: &HeaderName) -> bool {
+/// The names the message's `Connection` header lists: hop-by-hop for this message. Read once
+/// per message (it was once per header); usually empty, which allocates nothing.
+fn connection_listed(headers: &http::HeaderMap) -> Vec<&str> {
     headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
+        .map(str::trim)
+        .filter(|listed| !listed.is_empty())
+        .collect()
+}
+
+fn is_listed(listed: &[&str], name: &HeaderName) -> bool {
+    listed
+        .iter()
+        .any(|listed| listed.eq_ignore_ascii_case(name.as_str()))
 }
 
 /// Most request headers accepted (nginx accepts ~100 in its default buffers).
@@ -69,10 +78,10 @@ pub fn head_too_large(request: &RequestHeader) -> bool {
 pub fn rewrite_request(
     request: &mut RequestHeader,
     target: &TargetEntry,
-    host: &str,
     bearer: Option<&str>,
 ) -> pingora::Result<()> {
     let managed = target.target.is_managed();
+    let listed = connection_listed(&request.headers);
     let remove: Vec<HeaderName> = request
         .headers
         .keys()
@@ -80,15 +89,22 @@ pub fn rewrite_request(
             is_hop_by_hop(name)
                 || is_agent_only(name)
                 || (managed && *name == http::header::COOKIE)
-                || listed_in_connection(&request.headers, name)
+                || is_listed(&listed, name)
         })
         .cloned()
         .collect();
+    drop(listed);
     for name in &remove {
         // `HeaderMap::remove` drops every value under the name.
         request.remove_header(name);
     }
-    request.insert_header(http::header::HOST, host)?;
+    let Some(host) = &target.host_header else {
+        return Err(pingora::Error::explain(
+            pingora::ErrorType::InternalError,
+            "the target's host is not a valid Host header",
+        ));
+    };
+    request.insert_header(http::header::HOST, host.clone())?;
     if let Injection::Headers(headers) = &target.injection {
         for (name, value) in headers {
             request.insert_header(name.clone(), value.as_str())?;
@@ -108,18 +124,20 @@ pub fn rewrite_response(response: &mut ResponseHeader, secrets: &[String], beare
             .iter()
             .map(String::as_str)
             .chain(bearer)
-            .filter(|secret| !secret.is_empty())
+            // A value shorter than the secret cannot hold it: most response headers are
+            // skipped without building a searcher.
+            .filter(|secret| !secret.is_empty() && secret.len() <= value.len())
             .any(|secret| memchr::memmem::find(value, secret.as_bytes()).is_some())
     };
+    let listed = connection_listed(&response.headers);
     let mut remove: Vec<HeaderName> = Vec::new();
     for (name, value) in response.headers.iter() {
-        let strip = is_hop_by_hop(name)
-            || listed_in_connection(&response.headers, name)
-            || reveals(value.as_bytes());
+        let strip = is_hop_by_hop(name) || is_listed(&listed, name) || reveals(value.as_bytes());
         if strip && !remove.contains(name) {
             remove.push(name.clone());
         }
     }
+    drop(listed);
     for name in &remove {
         response.remove_header(name);
     }

@@ -218,15 +218,16 @@ impl GatewayProxy {
     }
 
     /// The audit row of a request that passed steps 1–2; `target` is the known target, if any.
+    /// The last use of `ctx`: its strings move into the row.
     fn audit_entry(
         &self,
         session: &Session,
-        ctx: &RequestCtx,
+        ctx: &mut RequestCtx,
         target: Option<&TargetEntry>,
         status: u16,
     ) -> Option<AuditEntry> {
         let token = ctx.caller.as_ref()?;
-        let slug = ctx.slug.clone()?;
+        let slug = ctx.slug.take()?;
         Some(AuditEntry {
             // Time-ordered ids: rows land at the end of the primary-key index, not at random
             // pages of it, which keeps the batched insert cheap as the table grows.
@@ -236,7 +237,7 @@ impl GatewayProxy {
             target_id: target.map(|t| t.target.id),
             target_slug: slug,
             method: session.req_header().method.as_str().to_owned(),
-            path: ctx.audit_path.clone(),
+            path: std::mem::take(&mut ctx.audit_path),
             status_code: status,
             client_ip: ctx.client_ip.to_string(),
             duration_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -397,12 +398,7 @@ impl ProxyHttp for GatewayProxy {
             ));
         };
         upstream_request.set_raw_path(ctx.upstream_target.as_bytes())?;
-        headers::rewrite_request(
-            upstream_request,
-            &grant.target,
-            &upstream::host_header(&grant.target.target.base_url),
-            ctx.bearer.as_deref(),
-        )?;
+        headers::rewrite_request(upstream_request, &grant.target, ctx.bearer.as_deref())?;
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }

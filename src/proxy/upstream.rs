@@ -54,12 +54,3 @@ fn allowed(egress: EgressPolicy, addresses: &[IpAddr]) -> Result<IpAddr, ApiErro
         .find(|ip| egress.check_ip(*ip).is_ok())
         .ok_or(ApiError::EgressDenied)
 }
-
-/// The `Host` header for the upstream: host, plus the port when it is not the default.
-pub fn host_header(base_url: &Url) -> String {
-    let host = base_url.host_str().unwrap_or_default();
-    match base_url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    }
-}
