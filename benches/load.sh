@@ -12,7 +12,10 @@
 #   bash benches/load.sh            # from the repository root (or anywhere: it finds the root)
 #
 # Knobs (environment): ROUNDS (3), SCENARIOS ("direct nginx floor gatehouse direct_tls nginx_tls
-# floor_tls gatehouse_tls"), DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), C1_DURATION (5s),
+# floor_tls gatehouse_tls"; `baseline` is added when BASELINE_BIN is set), BASELINE_BIN (unset:
+# another Gatehouse binary, e.g. built from the commit before a change, run beside this one with
+# the same plain-HTTP target and measured in the same rounds as scenario `baseline`),
+# DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), C1_DURATION (5s),
 # STREAM_BYTES (1G), IDLE_WAIT (12, seconds idle before the last RSS reading), SLOW_RATE (256M, curl --limit-rate of the slow-client download),
 # SAMPLE_INTERVAL (0.5, seconds between VmRSS samples), SKIP_BUILD (unset: build),
 # TARGET_HOST (127.0.0.1: the host in the bench target's base URL; `localhost` makes Gatehouse
@@ -31,6 +34,8 @@
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
+read -r -a SCENARIOS <<<"${SCENARIOS:-direct nginx floor gatehouse direct_tls nginx_tls floor_tls gatehouse_tls}"
+[[ -n ${BASELINE_BIN:-} ]] && SCENARIOS+=(baseline)
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
@@ -367,7 +372,7 @@ wait_http "http://127.0.0.1:$GH_ADMIN_PORT/ready" 100
 RSS_START=$(rss_kb "$GH_PID")
 
 ADMIN="http://127.0.0.1:$GH_ADMIN_PORT"
-api() { # api METHOD PATH [JSON]
+api() { # api METHOD PATH [JSON], on the instance named by $ADMIN and $ADMIN_TOKEN
     local args=(-fsS --max-time 10 -X "$1" -H "Authorization: Bearer $ADMIN_TOKEN")
     [[ $# -ge 3 ]] && args+=(-H 'Content-Type: application/json' --data "$3")
     curl "${args[@]}" "$ADMIN$2"
@@ -408,6 +413,52 @@ body=$(curl -fsS --max-time 2 -H "$AUTH" "$GH_URL") || die "$GH_URL does not ans
 GH_TLS_URL="http://127.0.0.1:$GH_PROXY_PORT/gateway/$TLS_SLUG/"
 body=$(curl -sS --max-time 5 -H "$AUTH" "$GH_TLS_URL") || die "$GH_TLS_URL does not answer"
 [[ $body == ok ]] || die "unexpected body through Gatehouse to the TLS upstream: $body"
+
+# The agent token each scenario sends (the baseline instance has its own).
+declare -A AUTH_OF=()
+declare -A PROXY_PID=([floor]="$FLOOR_PID" [floor_tls]="$FLOOR_TLS_PID")
+BL_URL=
+if [[ -n ${BASELINE_BIN:-} ]]; then
+    [[ -x $BASELINE_BIN ]] || die "BASELINE_BIN=$BASELINE_BIN is not an executable"
+    pick_port BL_PROXY_PORT
+    pick_port BL_ADMIN_PORT
+    pick_port BL_METRICS_PORT
+    mkdir -p "$WORK/baseline"
+    bl_env=(
+        env -i "PATH=$PATH" "HOME=$WORK/baseline"
+        "GATEHOUSE__PROXY__LISTEN=127.0.0.1:$BL_PROXY_PORT"
+        "GATEHOUSE__ADMIN__LISTEN=127.0.0.1:$BL_ADMIN_PORT"
+        "GATEHOUSE__METRICS__LISTEN=127.0.0.1:$BL_METRICS_PORT"
+        "GATEHOUSE__UPSTREAM__ALLOW_PRIVATE=true"
+        "GATEHOUSE__LOG__LEVEL=warn"
+        "GATEHOUSE__PROXY__SHUTDOWN_GRACE=2s"
+        "${extra_env[@]}"
+    )
+    BL_ADMIN_TOKEN=$(cd "$WORK/baseline" && timeout 60 "${bl_env[@]}" "$BASELINE_BIN" admin-token --name load 2>>"$WORK/baseline.log" | grep -o 'sga_[A-Za-z0-9_-]*' | head -n 1) || true
+    [[ $BL_ADMIN_TOKEN == sga_* ]] || die "the baseline's admin-token printed no sga_ token"
+    (cd "$WORK/baseline" && exec "${bl_env[@]}" "$BASELINE_BIN" serve) >>"$WORK/baseline.log" 2>&1 &
+    BL_PID=$!
+    PIDS+=("$BL_PID")
+    PROXY_PID[baseline]=$BL_PID
+    wait_http "http://127.0.0.1:$BL_PROXY_PORT/health" 300
+    wait_http "http://127.0.0.1:$BL_ADMIN_PORT/ready" 100
+    bl_target=$(ADMIN="http://127.0.0.1:$BL_ADMIN_PORT" ADMIN_TOKEN=$BL_ADMIN_TOKEN \
+        api POST /api/targets "{\"name\":\"bench upstream\",\"base_url\":\"http://$TARGET_HOST:$UPSTREAM_PORT\"}")
+    bl_target_id=$(jq -r .id <<<"$bl_target")
+    ADMIN="http://127.0.0.1:$BL_ADMIN_PORT" ADMIN_TOKEN=$BL_ADMIN_TOKEN api POST "/api/targets/$bl_target_id/auth-methods" \
+        "{\"label\":\"bench\",\"type\":\"bearer\",\"credential\":\"$UPSTREAM_CREDENTIAL\"}" >/dev/null
+    bl_token=$(ADMIN="http://127.0.0.1:$BL_ADMIN_PORT" ADMIN_TOKEN=$BL_ADMIN_TOKEN api POST /api/tokens '{"name":"bench agent"}')
+    ADMIN="http://127.0.0.1:$BL_ADMIN_PORT" ADMIN_TOKEN=$BL_ADMIN_TOKEN \
+        api PUT "/api/tokens/$(jq -r .id <<<"$bl_token")/permissions/$bl_target_id" '{}' >/dev/null
+    AUTH_OF[baseline]="Authorization: Bearer $(jq -r .token <<<"$bl_token")"
+    BL_URL="http://127.0.0.1:$BL_PROXY_PORT/gateway/$(jq -r .slug <<<"$bl_target")/"
+    for ((i = 0; i < 50; i++)); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H "${AUTH_OF[baseline]}" "$BL_URL") == 200 ]] && break
+        sleep 0.1
+    done
+    body=$(curl -fsS --max-time 2 -H "${AUTH_OF[baseline]}" "$BL_URL") || die "$BL_URL does not answer 200"
+    log "baseline Gatehouse ($BASELINE_BIN) pid $BL_PID ready"
+fi
 sleep 1 # let the first audit batch and the snapshot reload settle before measuring idle memory
 RSS_IDLE=$(rss_kb "$GH_PID")
 LOG_LINES_BEFORE=$(wc -l <"$WORK/gatehouse.log")
@@ -425,8 +476,8 @@ to_ms() {
 }
 
 declare -A RPS P50 P99 NON2XX ERRS CONNS_CLOSED REQS CPU_NGINX CPU_PROXY US_NGINX US_PROXY
-# The proxy process whose CPU each scenario measures (Gatehouse for the others: it idles there).
-declare -A PROXY_PID=([floor]="$FLOOR_PID" [floor_tls]="$FLOOR_TLS_PID")
+# The proxy process whose CPU each scenario measures is PROXY_PID[scenario] (above), Gatehouse
+# for the others (it idles there).
 # CPU time (user + system, all threads) of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
@@ -442,13 +493,14 @@ run_wrk() {
     tw=$(time_wait)
     cn=$(cpu_ticks "$NGINX_WORKER")
     local proxy_pid=${PROXY_PID[${key%%/*}]:-$GH_PID}
+    local auth=${AUTH_OF[${key%%/*}]:-$AUTH}
     cg=$(cpu_ticks "$proxy_pid")
     local perf_pid=
     if [[ -n ${PERF_DATA:-} && $key == gatehouse/c$CONNS/1 ]]; then
         perf record -q -F "${PERF_FREQ:-997}" ${PERF_ARGS:-} -o "$PERF_DATA" -p "$GH_PID" 2>/dev/null &
         perf_pid=$!
     fi
-    out=$(timeout 60 wrk -t"$t" -c"$c" -d"$d" --latency -H "$AUTH" "$url")
+    out=$(timeout 60 wrk -t"$t" -c"$c" -d"$d" --latency -H "$auth" "$url")
     if [[ -n $perf_pid ]]; then
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
@@ -470,7 +522,6 @@ run_wrk() {
     log "$key: ${RPS[$key]} req/s, p50 ${P50[$key]} ms, p99 ${P99[$key]} ms, proxy CPU ${US_PROXY[$key]} us/req, non-2xx ${NON2XX[$key]}, socket errors ${ERRS[$key]}, upstream connections closed ${CONNS_CLOSED[$key]}"
 }
 
-read -r -a SCENARIOS <<<"${SCENARIOS:-direct nginx floor gatehouse direct_tls nginx_tls floor_tls gatehouse_tls}"
 declare -A URL=(
     [direct]="http://127.0.0.1:$UPSTREAM_PORT/"
     [nginx]="http://127.0.0.1:$NGINX_PROXY_PORT/"
@@ -480,6 +531,7 @@ declare -A URL=(
     [nginx_tls]="http://127.0.0.1:$NGINX_TLS_PROXY_PORT/"
     [floor_tls]="http://127.0.0.1:$FLOOR_TLS_PORT/"
     [gatehouse_tls]="$GH_TLS_URL"
+    [baseline]="$BL_URL"
 )
 for s in "${SCENARIOS[@]}"; do
     [[ -n ${URL[$s]:-} ]] || die "unknown scenario $s (known: ${!URL[*]})"
@@ -489,7 +541,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for s in "${SCENARIOS[@]}"; do
         if ((round == 1)); then
             log "$s: warm-up $WARMUP"
-            timeout 30 wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "$AUTH" "${URL[$s]}" >/dev/null
+            timeout 30 wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "${AUTH_OF[$s]:-$AUTH}" "${URL[$s]}" >/dev/null
         fi
         log "round $round/$ROUNDS, $s: -t$THREADS -c$CONNS -d$DURATION, then -t1 -c1 -d$C1_DURATION"
         run_wrk "$s/c$CONNS/$round" "${URL[$s]}" "$THREADS" "$CONNS" "$DURATION"
@@ -624,6 +676,17 @@ mib_s() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
     echo " serves the upstreams too; non-2xx and upstr.cl. are totals over the rounds; upstr.cl. ="
     echo " upstream connections closed, counted from TIME-WAIT sockets; 0 = all kept alive)"
     echo
+    if has baseline; then
+        for c in "c$CONNS" c1; do
+            echo "this Gatehouse / the baseline ($BASELINE_BIN) at ${c#c} connection(s):" \
+                "CPU per request $(ratio "$(med US_PROXY gatehouse "$c")" "$(med US_PROXY baseline "$c")")," \
+                "rps $(ratio "$(med RPS gatehouse "$c")" "$(med RPS baseline "$c")")," \
+                "p99 $(ratio "$(med P99 gatehouse "$c")" "$(med P99 baseline "$c")");" \
+                "baseline / floor CPU $(ratio "$(med US_PROXY baseline "$c")" "$(med US_PROXY floor "$c")")," \
+                "rps $(ratio "$(med RPS baseline "$c")" "$(med RPS floor "$c")")"
+        done
+        echo
+    fi
     for suffix in "" _tls; do
         has "gatehouse$suffix" && has "floor$suffix" && has "nginx$suffix" || continue
         g=gatehouse$suffix f=floor$suffix n=nginx$suffix d=direct$suffix
