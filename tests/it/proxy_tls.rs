@@ -1,6 +1,7 @@
 //! HTTPS upstreams: `upstream.extra_ca_file` adds a private CA to the roots of the proxy's one
 //! upstream connector (so connections are pooled and TLS sessions resume); without it, or for a
-//! certificate of another name, the handshake fails and the agent gets the gateway's 502.
+//! certificate of another name (or address), the handshake fails and the agent gets the
+//! gateway's 502.
 //! A bad `extra_ca_file` is a startup error naming the key and the path.
 
 use std::path::{Path, PathBuf};
@@ -159,6 +160,42 @@ async fn the_mcp_api_request_pipeline_trusts_the_same_roots() {
         received[0].header("authorization"),
         Some(format!("Bearer {CREDENTIAL}").as_str())
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ip_address_target_is_verified_against_the_address() {
+    let ca = TestCa::new("Gatehouse test CA");
+    let with_ip = TlsUpstream::start(ca.leaf(&["localhost", "127.0.0.1"])).await;
+    let without_ip = TlsUpstream::start(ca.leaf(&["localhost"])).await;
+    let (_dir, ca_file) = write_file("ca.pem", ca.pem().as_bytes());
+    let ca_file = Some(ca_file);
+    let app = spawn_configured(|config| config.upstream.extra_ca_file = ca_file).await;
+    let good = app
+        .agent_for(
+            "by-ip",
+            &with_ip.url("127.0.0.1", "/base"),
+            Some(("bearer", json!(CREDENTIAL))),
+        )
+        .await;
+    let bad = app
+        .agent_for("no-ip-san", &without_ip.url("127.0.0.1", "/base"), None)
+        .await;
+
+    let reply = app.get("/gateway/by-ip/items", &good.token).await;
+    reply.expect(200);
+    let received = with_ip.received();
+    assert_eq!(received.len(), 1, "{received:#?}");
+    assert_eq!(received[0].target, "/base/items");
+    assert_eq!(
+        received[0].header("authorization"),
+        Some(format!("Bearer {CREDENTIAL}").as_str())
+    );
+
+    let reply = app.get("/gateway/no-ip-san/items", &bad.token).await;
+    assert_error(&reply, 502, "upstream request failed");
+    assert_eq!(without_ip.handshakes(), 0);
+    assert!(without_ip.received().is_empty());
     app.stop().await;
 }
 
