@@ -10,7 +10,7 @@
 //! written into one file that both proxy instances' connectors load. A changed extra file is
 //! seen on the next start only.
 
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -18,6 +18,10 @@ use pingora::tls::{RootCertStore, load_ca_file_into_store};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::{self, PemObject as _};
 use tempfile::NamedTempFile;
+
+/// A bound on what is read (a path to a device or a log file must not exhaust memory at
+/// startup); a system bundle is a few hundred KiB.
+const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// Why `upstream.extra_ca_file` cannot be used. CA certificates are public, so naming the path
 /// is fine; the file's content is never echoed.
@@ -34,6 +38,8 @@ pub enum UpstreamCaError {
         path: PathBuf,
         problem: &'static str,
     },
+    #[error("{} is larger than {} MiB, which no CA bundle is", path.display(), MAX_FILE_BYTES >> 20)]
+    TooLarge { path: PathBuf },
     #[error("{} holds no PEM CERTIFICATE", path.display())]
     NoCertificate { path: PathBuf },
     #[error("certificate {position} in {} is not a usable X.509 certificate: {problem}", path.display())]
@@ -62,7 +68,7 @@ pub enum UpstreamCaError {
 pub struct UpstreamRoots {
     /// Held for its `Drop`, which removes the file.
     _file: NamedTempFile,
-    /// `file`'s path as text (Pingora takes a `String`).
+    /// `_file`'s path as text (Pingora takes a `String`).
     path: String,
     /// How many roots came from the platform and from the extra file.
     pub platform: usize,
@@ -122,10 +128,19 @@ impl UpstreamRoots {
 /// Every certificate of the file, each one checked the way a root store checks it. Other PEM
 /// sections (a private key kept in the same file) are skipped.
 fn read_extra(path: &Path) -> Result<Vec<CertificateDer<'static>>, UpstreamCaError> {
-    let bytes = std::fs::read(path).map_err(|source| UpstreamCaError::Read {
+    let read_error = |source| UpstreamCaError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(UpstreamCaError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
     let mut certs = Vec::new();
     for item in CertificateDer::pem_slice_iter(&bytes) {
         let cert = item.map_err(|error| UpstreamCaError::Pem {
@@ -309,6 +324,9 @@ mod tests {
             assert!(error.contains(&path.display().to_string()), "{error}");
             assert!(!error.contains("!!!"), "the content is not echoed: {error}");
         }
+        let (_dir, huge) = file_with(&vec![b'#'; (MAX_FILE_BYTES + 1) as usize]);
+        let error = read_extra(&huge).unwrap_err();
+        assert!(matches!(error, UpstreamCaError::TooLarge { .. }), "{error}");
         let error = read_extra(&missing).unwrap_err();
         assert!(matches!(error, UpstreamCaError::Read { .. }), "{error}");
         assert!(error.to_string().contains("missing.pem"), "{error}");
