@@ -51,6 +51,8 @@ pub enum StartupError {
     Metrics(#[from] prometheus::Error),
     #[error("http client: {0}")]
     Http(String),
+    #[error("upstream.extra_ca_file: {0}")]
+    UpstreamCa(#[from] proxy::UpstreamCaError),
 }
 
 /// Open the database named by the config and bring its schema up to date.
@@ -112,6 +114,8 @@ impl App {
             config.metrics.listen,
             metrics_listener.local_addr(),
         )?;
+        // Before the database: a bad CA file is a configuration mistake, reported as one.
+        let upstream_roots = upstream_roots(&config)?;
 
         let store = open_store(&config).await?;
         let secret_box = load_secret_box(&config)?;
@@ -233,6 +237,7 @@ impl App {
             access_tokens: access_tokens.clone(),
             interface: Interface::Gateway,
             mcp: None,
+            upstream_roots,
         };
         gateway.mcp = Some(
             GatehouseTools::new(
@@ -337,6 +342,22 @@ impl RunningApp {
         proxy.stop_workers().await;
         tracing::info!("gatehouse stopped");
     }
+}
+
+/// The combined CA bundle when `upstream.extra_ca_file` is set; built once, so a changed file
+/// is seen on the next start.
+fn upstream_roots(config: &Config) -> Result<Option<Arc<proxy::UpstreamRoots>>, StartupError> {
+    let Some(path) = config.upstream.extra_ca_file.as_deref() else {
+        return Ok(None);
+    };
+    let roots = proxy::UpstreamRoots::build(path)?;
+    tracing::info!(
+        extra_ca_file = %path.display(),
+        extra = roots.extra,
+        system = roots.platform,
+        "upstream TLS trusts the system roots and upstream.extra_ca_file"
+    );
+    Ok(Some(Arc::new(roots)))
 }
 
 /// With no admin token configured and none stored, create the first one.

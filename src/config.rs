@@ -106,6 +106,10 @@ pub struct UpstreamConfig {
     /// How long a resolved upstream host name is reused; 0 resolves on every request.
     #[serde(with = "humantime_serde")]
     pub dns_cache_ttl: Duration,
+    /// A PEM bundle trusted for upstream TLS in addition to the system roots. Read once at
+    /// startup (`proxy::UpstreamRoots`); unset trusts the system roots only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,6 +254,7 @@ impl Default for UpstreamConfig {
             read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             dns_cache_ttl: Duration::from_secs(30),
+            extra_ca_file: None,
         }
     }
 }
@@ -422,6 +427,17 @@ impl Config {
             if value.is_zero() {
                 return Err(ConfigError::new(setting, "must be longer than 0s"));
             }
+        }
+        if self
+            .upstream
+            .extra_ca_file
+            .as_ref()
+            .is_some_and(|path| path.as_os_str().is_empty())
+        {
+            return Err(ConfigError::new(
+                "upstream.extra_ca_file",
+                "must be a file path; leave it out to trust the system roots only",
+            ));
         }
         if self.mcp.max_response_bytes == 0 {
             return Err(ConfigError::new(

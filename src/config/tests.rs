@@ -75,6 +75,26 @@ fn layers_apply_in_order() {
 }
 
 #[test]
+fn extra_ca_file_is_unset_by_default_and_read_from_file_or_env() {
+    assert_eq!(Config::default().upstream.extra_ca_file, None);
+    let (_dir, path) = file("[upstream]\nextra_ca_file = \"/etc/gatehouse/ca.pem\"\n");
+    let config = load(path, &MapEnv::default()).unwrap();
+    assert_eq!(
+        config.upstream.extra_ca_file.as_deref(),
+        Some(Path::new("/etc/gatehouse/ca.pem"))
+    );
+    let config = load(
+        ConfigFile::None,
+        &env(&[("GATEHOUSE__UPSTREAM__EXTRA_CA_FILE", "/run/ca bundle.pem")]),
+    )
+    .unwrap();
+    assert_eq!(
+        config.upstream.extra_ca_file.as_deref(),
+        Some(Path::new("/run/ca bundle.pem"))
+    );
+}
+
+#[test]
 fn no_file_means_defaults() {
     let config = load(ConfigFile::None, &MapEnv::default()).unwrap();
     assert_eq!(config, Config::default());
@@ -119,6 +139,16 @@ fn each_bad_setting_is_named_on_one_line() {
         ("[proxy]\nlisten = \"localhost\"\n", vec![], "proxy.listen"),
         ("[database]\nurl = \"mysql://x\"\n", vec![], "database.url"),
         ("[log]\nformat = \"xml\"\n", vec![], "log.format"),
+        (
+            "[upstream]\nextra_ca_file = \"\"\n",
+            vec![],
+            "upstream.extra_ca_file",
+        ),
+        (
+            "[upstream]\nextra_ca_file = 42\n",
+            vec![],
+            "upstream.extra_ca_file",
+        ),
         (
             "",
             vec![("GATEHOUSE_ENCRYPTION_KEY", "c2hvcnQ=")],

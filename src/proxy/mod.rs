@@ -50,6 +50,7 @@ mod mcp_endpoint;
 mod resolve;
 mod respond;
 mod service;
+mod tls_roots;
 mod upstream;
 
 pub use client_timeouts::ClientLimits;
@@ -57,6 +58,7 @@ pub use context::RequestCtx;
 pub use internal::InternalGateway;
 pub use resolve::Resolver;
 pub use service::{ProxyHandle, start};
+pub use tls_roots::{UpstreamCaError, UpstreamRoots};
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -94,6 +96,9 @@ pub struct GatewayProxy {
     pub interface: Interface,
     /// The MCP endpoint, on the listener's instance only.
     pub mcp: Option<McpHttpService>,
+    /// The CA bundle of `upstream.extra_ca_file`, for the connectors of both instances; `None`
+    /// leaves Pingora to load the platform roots.
+    pub upstream_roots: Option<Arc<UpstreamRoots>>,
 }
 
 impl GatewayProxy {
@@ -111,13 +116,14 @@ impl GatewayProxy {
             access_tokens: self.access_tokens.clone(),
             interface: Interface::Mcp,
             mcp: None,
+            upstream_roots: self.upstream_roots.clone(),
         }
     }
 
     /// The gateway pipeline behind the MCP tools, on an instance of its own (`for_mcp`).
     pub fn internal_gateway(&self) -> InternalGateway {
         InternalGateway::new(pingora::proxy::http_proxy(
-            &service::server_conf(),
+            &service::server_conf(self.upstream_roots.as_deref()),
             self.for_mcp(),
         ))
     }

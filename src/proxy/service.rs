@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use super::GatewayProxy;
 use super::client_timeouts::{ClientLimits, ClientStream};
+use super::tls_roots::UpstreamRoots;
 
 /// A running proxy listener.
 pub struct ProxyHandle {
@@ -44,12 +45,16 @@ pub struct ProxyHandle {
     runtime: Option<Runtime>,
 }
 
-/// Pingora's settings for both proxy instances (the listener's and the MCP tools').
-pub(super) fn server_conf() -> Arc<ServerConf> {
+/// Pingora's settings for both proxy instances (the listener's and the MCP tools'), so both
+/// trust the same upstream roots.
+pub(super) fn server_conf(roots: Option<&UpstreamRoots>) -> Arc<ServerConf> {
     Arc::new(ServerConf {
         // A failed connect may be retried once (nothing reached the upstream); requests that
         // may have reached it are never retried (`GatewayProxy::error_while_proxy`).
         max_retries: 1,
+        // Connector-wide, not per peer: one rustls config for every connection, so TLS
+        // sessions resume (`tls_roots`). Unset: Pingora loads the platform roots.
+        ca_file: roots.map(|roots| roots.path().to_owned()),
         ..ServerConf::default()
     })
 }
@@ -65,7 +70,8 @@ pub fn start(
     let local_addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let in_flight = proxy.in_flight.clone();
-    let app = Arc::new(pingora::proxy::http_proxy(&server_conf(), proxy));
+    let conf = server_conf(proxy.upstream_roots.as_deref());
+    let app = Arc::new(pingora::proxy::http_proxy(&conf, proxy));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))

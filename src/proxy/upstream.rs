@@ -22,9 +22,12 @@ pub async fn peer(
     let port = base_url
         .port_or_known_default()
         .ok_or(ApiError::UpstreamUnreachable)?;
+    // For an address the "SNI" is the address itself: Pingora checks the certificate against
+    // it (an IP SAN) and rustls sends no SNI for an address. Left empty, every handshake with
+    // an `https://<ip>` target failed before it began.
     let (address, sni) = match base_url.host() {
-        Some(Host::Ipv4(ip)) => (allowed(egress, &[IpAddr::V4(ip)])?, String::new()),
-        Some(Host::Ipv6(ip)) => (allowed(egress, &[IpAddr::V6(ip)])?, String::new()),
+        Some(Host::Ipv4(ip)) => (allowed(egress, &[IpAddr::V4(ip)])?, ip.to_string()),
+        Some(Host::Ipv6(ip)) => (allowed(egress, &[IpAddr::V6(ip)])?, ip.to_string()),
         Some(Host::Domain(name)) => {
             let resolved = resolver
                 .lookup(name, port)

@@ -30,6 +30,7 @@ mod proxy_discovery;
 mod proxy_forwarding;
 mod proxy_logs;
 mod proxy_paths;
+mod proxy_tls;
 mod replica_propagation;
 mod secrets_at_rest;
 mod store;

@@ -13,4 +13,5 @@ pub mod oidc;
 pub use app::TestApp;
 pub use db::TestDb;
 pub mod agent;
+pub mod tls_upstream;
 pub mod upstream;
