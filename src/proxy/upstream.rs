@@ -26,8 +26,8 @@ pub async fn peer(
     // it (an IP SAN) and rustls sends no SNI for an address. Left empty, every handshake with
     // an `https://<ip>` target failed before it began.
     let (address, sni) = match base_url.host() {
-        Some(Host::Ipv4(ip)) => (allowed(egress, &[IpAddr::V4(ip)])?, ip.to_string()),
-        Some(Host::Ipv6(ip)) => (allowed(egress, &[IpAddr::V6(ip)])?, ip.to_string()),
+        Some(Host::Ipv4(ip)) => (allowed(egress, &[IpAddr::V4(ip)])?, address_sni(tls, ip)),
+        Some(Host::Ipv6(ip)) => (allowed(egress, &[IpAddr::V6(ip)])?, address_sni(tls, ip)),
         Some(Host::Domain(name)) => {
             let resolved = resolver
                 .lookup(name, port)
@@ -44,6 +44,16 @@ pub async fn peer(
     peer.options.write_timeout = Some(config.read_timeout);
     peer.options.idle_timeout = Some(config.idle_timeout);
     Ok(Box::new(peer))
+}
+
+/// The name to verify an address's certificate against; plain HTTP has none (and does not pay
+/// for formatting one on every request).
+fn address_sni(tls: bool, ip: impl Into<IpAddr>) -> String {
+    if tls {
+        ip.into().to_string()
+    } else {
+        String::new()
+    }
 }
 
 /// The first address the egress policy allows.
