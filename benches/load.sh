@@ -677,7 +677,8 @@ mib_s() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
     echo "(proxy us / nginx us = CPU time per request, user+system from /proc/PID/stat, of the proxy"
     echo " process of the scenario (Gatehouse idles in the others) and of the one nginx worker, which"
     echo " serves the upstreams too; non-2xx and upstr.cl. are totals over the rounds; upstr.cl. ="
-    echo " upstream connections closed, counted from TIME-WAIT sockets; 0 = all kept alive)"
+    echo " upstream connections closed, counted from TIME-WAIT sockets; 0 = all kept alive; only"
+    echo " roughly: TIME-WAIT sockets of earlier runs expire during a run, even below zero)"
     echo
     if has baseline; then
         for c in "c$CONNS" c1; do
