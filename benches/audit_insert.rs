@@ -49,7 +49,9 @@ fn batch_shape(rate: f64, config: &AuditConfig) -> (usize, Duration) {
     if fill <= config.flush_interval {
         (config.batch_size, fill)
     } else {
-        let rows = (rate * config.flush_interval.as_secs_f64()).round().max(1.0) as usize;
+        let rows = (rate * config.flush_interval.as_secs_f64())
+            .round()
+            .max(1.0) as usize;
         (rows, config.flush_interval)
     }
 }
@@ -125,21 +127,21 @@ fn batch(fixture: &Fixture, rows: usize, seq: &mut u64) -> Vec<AuditEntry> {
             let n = *seq as usize;
             let (token_id, token_name) = &fixture.tokens[n % fixture.tokens.len()];
             let (target_id, slug) = &fixture.targets[(n / 3) % fixture.targets.len()];
-            let status = if n % 17 == 0 { 404 } else { 200 };
+            let status = if n.is_multiple_of(17) { 404 } else { 200 };
             AuditEntry {
                 id: Uuid::now_v7(),
                 token_id: Some(*token_id),
                 token_name: token_name.clone(),
                 target_id: Some(*target_id),
                 target_slug: slug.clone(),
-                method: if n % 5 == 0 { "POST" } else { "GET" }.to_owned(),
+                method: if n.is_multiple_of(5) { "POST" } else { "GET" }.to_owned(),
                 path: format!("/gateway/{slug}/repos/acme/widgets/issues/{}", n % 10_000),
                 status_code: status,
                 client_ip: "10.0.3.17".to_owned(),
                 duration_ms: 3 + (n % 40) as u64,
                 upstream_ms: Some(2 + (n % 40) as u64),
                 error: None,
-                interface: if n % 7 == 0 {
+                interface: if n.is_multiple_of(7) {
                     Interface::Mcp
                 } else {
                     Interface::Gateway
@@ -334,7 +336,9 @@ async fn postgres(server_url: &str) {
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
-    let admin = Database::connect(url.as_str()).await.expect("admin connect");
+    let admin = Database::connect(url.as_str())
+        .await
+        .expect("admin connect");
     run("postgres", &store, Some((&admin, &name))).await;
     let _ = admin.close().await;
     store.close().await;
