@@ -4,19 +4,19 @@
 //! The bench plays the audit writer: it derives the batch shape the writer forms at the rate
 //! with the default `AuditConfig` (at 10 000 rows/s a full 256-row batch is queued after 25.6 ms,
 //! long before the 500 ms flush interval, so: one 256-row batch every 25.6 ms), then calls
-//! `Store::insert_audit_entries` on that schedule, as the writer does, and reports per row:
-//! - wall: the insert call's elapsed time;
-//! - CPU: this process's CPU time (all threads, `getrusage`) during the insert calls. On
+//! `Store::write_audit_batch` on that schedule, as the writer does, and reports per row:
+//! - wall: the call's elapsed time;
+//! - CPU: this process's CPU time (all threads, `getrusage`) during the calls. On
 //!   SQLite that is all of it (the library runs on sqlx's worker thread); on PostgreSQL it is
 //!   the client side only: the server's backends are other processes, read from
 //!   `/proc/<pid>/stat` (the pids from `pg_stat_activity`) when that is readable. The server's
 //!   background processes (WAL writer, checkpointer) are not counted.
 //!
-//! The token `last_used_at` update the writer also makes per batch is timed separately.
-//! SQLite always; PostgreSQL when `GATEHOUSE_TEST_DATABASE_URL` is set (a fresh database on that
+//! Two phases per backend: the rows alone (the target), then the writer's whole batch (the rows
+//! and, in the same transaction, the `last_used_at` of the batch's four tokens). SQLite always; PostgreSQL when `GATEHOUSE_TEST_DATABASE_URL` is set (a fresh database on that
 //! server, dropped afterwards). Knobs: `AUDIT_BENCH_RATE` (rows/s, 10000), `AUDIT_BENCH_SECONDS`
 //! (measured, 10), `AUDIT_BENCH_WARMUP` (seconds, 2), `AUDIT_BENCH_BACKENDS` (`sqlite,postgres`).
-//! A run takes warm-up + measured seconds per backend when the inserts keep up.
+//! A run takes 2 × (warm-up + measured) seconds per backend when the writes keep up.
 
 // Benchmark set-up: a failure there is a failed run, not an input to handle.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -173,22 +173,31 @@ struct Outcome {
     wall: Duration,
     cpu: Duration,
     per_batch_wall: Vec<Duration>,
-    touch_wall: Duration,
     late: usize,
     elapsed: Duration,
     server_cpu: Option<Duration>,
 }
 
+/// What each measured batch writes.
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    /// The audit rows alone (`Store::insert_audit_entries`): the target.
+    Rows,
+    /// The writer's whole unit of work: the rows and their tokens' `last_used_at`.
+    WriterBatch,
+}
+
 async fn run(
     label: &str,
+    phase: Phase,
     store: &Store,
+    fixture: &Fixture,
     pg: Option<(&DatabaseConnection, &str)>,
-) -> Option<Outcome> {
+) -> Outcome {
     let rate: f64 = env_or("AUDIT_BENCH_RATE", 10_000.0);
     let seconds: f64 = env_or("AUDIT_BENCH_SECONDS", 10.0);
     let warmup: f64 = env_or("AUDIT_BENCH_WARMUP", 2.0);
     let (rows, period) = batch_shape(rate, &AuditConfig::default());
-    let fixture = fixture(store).await;
     let mut seq = 0u64;
     let warmup_batches = (warmup / period.as_secs_f64()).ceil() as usize;
     let measured_batches = ((seconds / period.as_secs_f64()).ceil() as usize).max(1);
@@ -199,7 +208,6 @@ async fn run(
         wall: Duration::ZERO,
         cpu: Duration::ZERO,
         per_batch_wall: Vec::with_capacity(measured_batches),
-        touch_wall: Duration::ZERO,
         late: 0,
         elapsed: Duration::ZERO,
         server_cpu: None,
@@ -228,11 +236,14 @@ async fn run(
             outcome.late += 1;
         }
         next += period;
-        let entries = batch(&fixture, rows, &mut seq);
+        let entries = batch(fixture, rows, &mut seq);
+        // The writer's last-use map: the newest time per token of the batch.
         let mut last_used: HashMap<Uuid, chrono::DateTime<chrono::Utc>> = HashMap::new();
-        for entry in &entries {
-            if let Some(token) = entry.token_id {
-                last_used.insert(token, entry.created_at);
+        if phase == Phase::WriterBatch {
+            for entry in &entries {
+                if let Some(token) = entry.token_id {
+                    last_used.insert(token, entry.created_at);
+                }
             }
         }
         let uses: Vec<_> = last_used.into_iter().collect();
@@ -240,21 +251,17 @@ async fn run(
         let cpu0 = process_cpu();
         let t0 = Instant::now();
         store
-            .insert_audit_entries(entries)
+            .write_audit_batch(entries, &uses)
             .await
-            .expect("insert batch");
+            .expect("write batch");
         let wall = t0.elapsed();
         let cpu = process_cpu() - cpu0;
-        let t1 = Instant::now();
-        store.touch_agent_tokens(&uses).await.expect("touch tokens");
-        let touch = t1.elapsed();
         if measuring {
             outcome.rows += rows;
             outcome.batches += 1;
             outcome.wall += wall;
             outcome.cpu += cpu;
             outcome.per_batch_wall.push(wall);
-            outcome.touch_wall += touch;
         }
     }
     outcome.elapsed = started.elapsed();
@@ -271,29 +278,29 @@ async fn run(
         }
         outcome.server_cpu = readable.then_some(total);
     }
-    report(label, rows, period, &outcome);
-    Some(outcome)
+    report(label, phase, rows, period, &outcome);
+    outcome
 }
 
-fn report(label: &str, rows: usize, period: Duration, o: &Outcome) {
+fn report(label: &str, phase: Phase, rows: usize, period: Duration, o: &Outcome) {
     let per_row = |d: Duration| d.as_secs_f64() * 1e6 / o.rows as f64;
     let mut walls = o.per_batch_wall.clone();
     walls.sort();
     let pct = |p: f64| walls[((walls.len() - 1) as f64 * p).round() as usize];
     let achieved = o.rows as f64 / o.elapsed.as_secs_f64();
+    let what = match phase {
+        Phase::Rows => "",
+        Phase::WriterBatch => " + token last-use (writer batch)",
+    };
     println!(
-        "audit_insert {label}: {rows}-row batches every {:.1} ms, {} batches, {:.0} rows/s achieved ({} late)",
+        "  {label}{what}: {rows}-row batches every {:.1} ms, {} batches, {:.0} rows/s achieved ({} late); per batch wall median {:.2} ms, p90 {:.2} ms, max {:.2} ms",
         period.as_secs_f64() * 1e3,
         o.batches,
         achieved,
         o.late,
-    );
-    println!(
-        "  per batch wall: median {:.2} ms, p90 {:.2} ms, max {:.2} ms; token touch {:.3} ms/batch",
         pct(0.5).as_secs_f64() * 1e3,
         pct(0.9).as_secs_f64() * 1e3,
         walls[walls.len() - 1].as_secs_f64() * 1e3,
-        o.touch_wall.as_secs_f64() * 1e3 / o.batches as f64,
     );
     let server = match o.server_cpu {
         Some(cpu) => format!(", server backends {:.2} µs/row CPU", per_row(cpu)),
@@ -301,10 +308,16 @@ fn report(label: &str, rows: usize, period: Duration, o: &Outcome) {
         None => String::new(),
     };
     println!(
-        "audit_insert {label}: {rows}-row batches, {:.2} µs/row wall, {:.2} µs/row CPU{server}",
+        "audit_insert {label}{what}: {rows}-row batches, {:.2} µs/row wall, {:.2} µs/row CPU{server}",
         per_row(o.wall),
         per_row(o.cpu),
     );
+}
+
+async fn both_phases(label: &str, store: &Store, pg: Option<(&DatabaseConnection, &str)>) {
+    let fixture = fixture(store).await;
+    run(label, Phase::Rows, store, &fixture, pg).await;
+    run(label, Phase::WriterBatch, store, &fixture, pg).await;
 }
 
 async fn sqlite() {
@@ -317,7 +330,7 @@ async fn sqlite() {
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
-    run("sqlite", &store, None).await;
+    both_phases("sqlite", &store, None).await;
     store.close().await;
 }
 
@@ -339,7 +352,7 @@ async fn postgres(server_url: &str) {
     let admin = Database::connect(url.as_str())
         .await
         .expect("admin connect");
-    run("postgres", &store, Some((&admin, &name))).await;
+    both_phases("postgres", &store, Some((&admin, &name))).await;
     let _ = admin.close().await;
     store.close().await;
     let _ = server

@@ -11,10 +11,13 @@ use sea_orm::{
     QueryOrder as _, QuerySelect as _, Statement, Value,
 };
 
+use chrono::SubsecRound as _;
+use uuid::Uuid;
+
 use super::entities::audit_logs::{self, Column, Entity as AuditLogs};
 use super::{Store, StoreError};
+use crate::domain::Timestamp;
 use crate::domain::audit::{AuditCursor, AuditEntry, AuditQuery, Interface};
-use chrono::SubsecRound as _;
 
 /// The columns of one row, in the order `push_row` binds them.
 const COLUMNS: [Column; 14] = [
@@ -124,7 +127,17 @@ fn push_row(values: &mut Vec<Value>, entry: AuditEntry) {
 impl Store {
     /// Insert a batch in one transaction (a few multi-row statements, see above).
     pub async fn insert_audit_entries(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
-        if entries.is_empty() {
+        self.write_audit_batch(entries, &[]).await
+    }
+
+    /// The audit writer's unit of work: the rows and their tokens' `last_used_at`, in one
+    /// transaction (one commit, and one pooled connection, per batch).
+    pub async fn write_audit_batch(
+        &self,
+        entries: Vec<AuditEntry>,
+        token_uses: &[(Uuid, Timestamp)],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() && token_uses.is_empty() {
             return Ok(());
         }
         let backend = self.db.get_database_backend();
@@ -140,6 +153,7 @@ impl Store {
             txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
                 .await?;
         }
+        super::tokens::touch_tokens(&txn, token_uses).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -223,7 +237,6 @@ fn entry_from(model: audit_logs::Model) -> AuditEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uuid::Uuid;
 
     fn entry(path_len: usize) -> AuditEntry {
         AuditEntry {
