@@ -133,12 +133,10 @@ impl Writer {
         }
         let entries = std::mem::take(batch);
         let count = entries.len();
-        if let Err(error) = self.store.insert_audit_entries(entries).await {
-            tracing::error!(%error, count, "audit batch lost");
-        }
         let uses: Vec<(Uuid, Timestamp)> = last_used.into_iter().collect();
-        if let Err(error) = self.store.touch_agent_tokens(&uses).await {
-            tracing::warn!(%error, "could not record token use");
+        // Rows and last-use times commit together: one transaction per batch.
+        if let Err(error) = self.store.write_audit_batch(entries, &uses).await {
+            tracing::error!(%error, count, "audit batch lost");
         }
     }
 }

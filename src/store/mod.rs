@@ -82,6 +82,8 @@ pub struct Store {
     db: DatabaseConnection,
     /// Statements executed through this pool, for the "no SQL on the hot path" check.
     statements: Arc<AtomicU64>,
+    /// The audit INSERT text for each row count, in this database's dialect.
+    audit_sql: Arc<[String]>,
 }
 
 impl Store {
@@ -124,7 +126,12 @@ impl Store {
         db.set_metric_callback(move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
         });
-        let store = Self { db, statements };
+        let audit_sql = audit::insert_statements(db.get_database_backend())?.into();
+        let store = Self {
+            db,
+            statements,
+            audit_sql,
+        };
         store.ping().await?;
         Ok(store)
     }

@@ -2,8 +2,8 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _,
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, EntityTrait as _,
+    QueryFilter as _, QueryOrder as _,
 };
 use uuid::Uuid;
 
@@ -143,15 +143,23 @@ impl Store {
 
     /// Record when tokens were last used; batched by the caller, one statement per token.
     pub async fn touch_agent_tokens(&self, uses: &[(Uuid, Timestamp)]) -> Result<(), StoreError> {
-        for (id, at) in uses {
-            Tokens::update_many()
-                .col_expr(tokens::Column::LastUsedAt, Expr::value(*at))
-                .filter(tokens::Column::Id.eq(*id))
-                .exec(self.conn())
-                .await?;
-        }
-        Ok(())
+        touch_tokens(self.conn(), uses).await
     }
+}
+
+/// `last_used_at` of each token, on `conn` (a transaction, when the audit writer calls it).
+pub(super) async fn touch_tokens(
+    conn: &impl ConnectionTrait,
+    uses: &[(Uuid, Timestamp)],
+) -> Result<(), StoreError> {
+    for (id, at) in uses {
+        Tokens::update_many()
+            .col_expr(tokens::Column::LastUsedAt, Expr::value(*at))
+            .filter(tokens::Column::Id.eq(*id))
+            .exec(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 fn to_record(model: tokens::Model) -> Result<AgentTokenRecord, StoreError> {

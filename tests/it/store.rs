@@ -388,3 +388,79 @@ async fn audit_pages_are_newest_first_with_a_cursor() {
     assert_eq!(odd.len(), 2);
     assert_eq!(odd[0], entries[3]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_audit_batch_commits_rows_and_token_use_together_or_not_at_all() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let token = store
+        .insert_agent_token(NewAgentToken {
+            name: "agent".into(),
+            hash: AgentToken::generate().hash(),
+            allowed_ips: IpAllowlist::default(),
+        })
+        .await
+        .unwrap();
+    let base = chrono::DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap();
+    let entry = |i: usize, token_id: Uuid| AuditEntry {
+        id: Uuid::now_v7(),
+        token_id: Some(token_id),
+        token_name: "agent".into(),
+        target_id: None,
+        target_slug: format!("slug-{}", i % 3),
+        method: if i.is_multiple_of(2) { "GET" } else { "POST" }.into(),
+        path: format!("/gateway/slug/{}", "x".repeat(i)),
+        status_code: 200 + (i % 5) as u16,
+        client_ip: "127.0.0.1".into(),
+        duration_ms: i as u64,
+        upstream_ms: (!i.is_multiple_of(4)).then_some(i as u64 + 1),
+        error: (i.is_multiple_of(7)).then(|| format!("error_{i}")),
+        interface: if i.is_multiple_of(3) {
+            gatehouse::domain::audit::Interface::Mcp
+        } else {
+            gatehouse::domain::audit::Interface::Gateway
+        },
+        created_at: base + chrono::Duration::microseconds(i as i64),
+    };
+    let all = |store: gatehouse::store::Store| async move {
+        let (rows, _) = store
+            .audit_page(&AuditQuery {
+                limit: 500,
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        rows
+    };
+
+    // 150 rows of growing size: several statements in one transaction, every value intact.
+    let used_at = base + chrono::Duration::seconds(1);
+    let entries: Vec<AuditEntry> = (0..150).map(|i| entry(i, token.id)).collect();
+    store
+        .write_audit_batch(entries.clone(), &[(token.id, used_at)])
+        .await
+        .unwrap();
+    let mut stored = all(store.clone()).await;
+    stored.reverse();
+    assert_eq!(stored, entries);
+    assert_eq!(
+        store.agent_token(token.id).await.unwrap().last_used_at,
+        Some(used_at)
+    );
+
+    // A row the database refuses (an unknown token) takes the whole batch with it.
+    let mut refused: Vec<AuditEntry> = (0..100).map(|i| entry(i, token.id)).collect();
+    refused.push(entry(100, Uuid::now_v7()));
+    let later = used_at + chrono::Duration::seconds(1);
+    assert!(matches!(
+        store.write_audit_batch(refused, &[(token.id, later)]).await,
+        Err(StoreError::Conflict {
+            constraint: "foreign key"
+        })
+    ));
+    assert_eq!(all(store.clone()).await.len(), 150);
+    assert_eq!(
+        store.agent_token(token.id).await.unwrap().last_used_at,
+        Some(used_at)
+    );
+}
