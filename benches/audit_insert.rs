@@ -15,7 +15,8 @@
 //! Two phases per backend: the rows alone (the target), then the writer's whole batch (the rows
 //! and, in the same transaction, the `last_used_at` of the batch's four tokens). SQLite always; PostgreSQL when `GATEHOUSE_TEST_DATABASE_URL` is set (a fresh database on that
 //! server, dropped afterwards). Knobs: `AUDIT_BENCH_RATE` (rows/s, 10000), `AUDIT_BENCH_SECONDS`
-//! (measured, 10), `AUDIT_BENCH_WARMUP` (seconds, 2), `AUDIT_BENCH_BACKENDS` (`sqlite,postgres`).
+//! (measured, 10), `AUDIT_BENCH_WARMUP` (seconds, 2), `AUDIT_BENCH_BACKENDS` (`sqlite,postgres`),
+//! `AUDIT_BENCH_PHASES` (`rows,writer`).
 //! A run takes 2 × (warm-up + measured) seconds per backend when the writes keep up.
 
 // Benchmark set-up: a failure there is a failed run, not an input to handle.
@@ -316,8 +317,13 @@ fn report(label: &str, phase: Phase, rows: usize, period: Duration, o: &Outcome)
 
 async fn both_phases(label: &str, store: &Store, pg: Option<(&DatabaseConnection, &str)>) {
     let fixture = fixture(store).await;
-    run(label, Phase::Rows, store, &fixture, pg).await;
-    run(label, Phase::WriterBatch, store, &fixture, pg).await;
+    let phases: String = env_or("AUDIT_BENCH_PHASES", "rows,writer".to_owned());
+    if phases.split(',').any(|p| p == "rows") {
+        run(label, Phase::Rows, store, &fixture, pg).await;
+    }
+    if phases.split(',').any(|p| p == "writer") {
+        run(label, Phase::WriterBatch, store, &fixture, pg).await;
+    }
 }
 
 async fn sqlite() {
