@@ -121,7 +121,8 @@ pub struct ClientStream {
 impl ClientStream {
     pub fn new(inner: TcpStream, limits: Arc<ClientLimits>) -> Self {
         let now = Instant::now();
-        let first = now + limits.header.min(limits.shortest);
+        // `shortest` is at most the header limit: the invariant of `expired` holds from here.
+        let first = now + limits.shortest;
         Self {
             inner,
             limits,
