@@ -252,7 +252,7 @@ async fn run(
         let cpu0 = process_cpu();
         let t0 = Instant::now();
         store
-            .write_audit_batch(entries, &uses)
+            .write_audit_batch(entries, &uses, 0)
             .await
             .expect("write batch");
         let wall = t0.elapsed();

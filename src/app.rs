@@ -249,8 +249,17 @@ impl App {
         );
         let refresher = crate::credentials::access_tokens::spawn_refresher(
             access_tokens,
-            background_store,
+            background_store.clone(),
             crate::credentials::access_tokens::BACKGROUND_INTERVAL,
+            background_stop.subscribe(),
+        );
+        let retention = crate::retention::spawn(
+            crate::retention::Retention {
+                store: background_store,
+                keep: config.audit.retention,
+                every: config.audit.prune_interval,
+                owner: format!("replica-{}", uuid::Uuid::new_v4().simple()),
+            },
             background_stop.subscribe(),
         );
         let proxy_threads = match config.proxy.threads {
@@ -290,7 +299,10 @@ impl App {
                 refresher,
                 replication,
                 heap_trimmer,
-            ],
+            ]
+            .into_iter()
+            .chain(retention)
+            .collect(),
             grace: config.proxy.shutdown_grace,
         })
     }

@@ -60,6 +60,8 @@ pub fn start(
         batch_size,
         flush_interval: config.flush_interval,
         batch_ready: batch_ready.clone(),
+        metrics: metrics.clone(),
+        dropped_stored: 0,
     };
     let task = tokio::spawn(writer.run(receiver, shutdown));
     let sink = AuditSink {
@@ -76,11 +78,14 @@ struct Writer {
     batch_size: usize,
     flush_interval: Duration,
     batch_ready: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    /// How much of this process's drop counter is already in the shared `stat_counters`.
+    dropped_stored: u64,
 }
 
 impl Writer {
     async fn run(
-        self,
+        mut self,
         mut receiver: mpsc::Receiver<AuditEntry>,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -120,8 +125,9 @@ impl Writer {
         self.write(&mut batch).await;
     }
 
-    async fn write(&self, batch: &mut Vec<AuditEntry>) {
-        if batch.is_empty() {
+    async fn write(&mut self, batch: &mut Vec<AuditEntry>) {
+        let dropped = self.metrics.audit_dropped.get().saturating_sub(self.dropped_stored);
+        if batch.is_empty() && dropped == 0 {
             return;
         }
         let mut last_used: HashMap<Uuid, Timestamp> = HashMap::new();
@@ -134,9 +140,10 @@ impl Writer {
         let entries = std::mem::take(batch);
         let count = entries.len();
         let uses: Vec<(Uuid, Timestamp)> = last_used.into_iter().collect();
-        // Rows and last-use times commit together: one transaction per batch.
-        if let Err(error) = self.store.write_audit_batch(entries, &uses).await {
-            tracing::error!(%error, count, "audit batch lost");
+        // Rows, rollups and last-use times commit together: one transaction per batch.
+        match self.store.write_audit_batch(entries, &uses, dropped).await {
+            Ok(()) => self.dropped_stored += dropped,
+            Err(error) => tracing::error!(%error, count, "audit batch lost"),
         }
     }
 }

@@ -126,6 +126,12 @@ pub struct AuditConfig {
     pub batch_size: usize,
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
+    /// Audit rows (and the dashboard's rollups) older than this are deleted; zero keeps all.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often one replica prunes.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,6 +279,8 @@ impl Default for AuditConfig {
             queue_capacity: 10_000,
             batch_size: 256,
             flush_interval: Duration::from_millis(500),
+            retention: Duration::from_secs(30 * 24 * 60 * 60),
+            prune_interval: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -423,6 +431,7 @@ impl Config {
             ("proxy.header_read_timeout", self.proxy.header_read_timeout),
             ("proxy.keepalive_timeout", self.proxy.keepalive_timeout),
             ("proxy.body_read_timeout", self.proxy.body_read_timeout),
+            ("audit.prune_interval", self.audit.prune_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::new(setting, "must be longer than 0s"));
@@ -437,6 +446,13 @@ impl Config {
             return Err(ConfigError::new(
                 "upstream.extra_ca_file",
                 "must be a file path; leave it out to trust the system roots only",
+            ));
+        }
+        // A retention shorter than a minute would delete the rows the overview is drawing.
+        if !self.audit.retention.is_zero() && self.audit.retention < Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "audit.retention",
+                "must be 0s (keep everything) or at least 1m",
             ));
         }
         if self.mcp.max_response_bytes == 0 {

@@ -23,5 +23,6 @@ pub mod memory;
 pub mod metrics;
 pub mod oauth;
 pub mod proxy;
+pub mod retention;
 pub mod store;
 pub mod telemetry;

@@ -8,6 +8,7 @@ mod health;
 mod json;
 mod oauth;
 mod providers;
+mod stats;
 mod targets;
 mod tokens;
 mod ui;
@@ -90,6 +91,7 @@ fn api() -> (Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::list_permissions))
         .routes(routes!(tokens::put_permission, tokens::delete_permission))
         .routes(routes!(audit_logs::list_audit_logs))
+        .routes(routes!(stats::get_stats))
         .routes(routes!(providers::list_providers))
         .routes(routes!(accounts::list_accounts))
         .routes(routes!(accounts::get_account, accounts::delete_account))

@@ -24,6 +24,7 @@ use crate::crypto::{SecretBox, SecretSlot};
 use crate::domain::Timestamp;
 use crate::domain::accounts::AccountStatus;
 use crate::domain::credential::{Credential, MethodRef};
+use crate::domain::stats::Counter;
 use crate::metrics::Metrics;
 use crate::oauth::client::{OAuthClient, OAuthError};
 use crate::oauth::providers::Providers;
@@ -123,6 +124,22 @@ fn backoff_for(failures: u32) -> Duration {
 }
 
 impl AccessTokens {
+    /// Count a refresh outcome in the metric and, for the dashboard, in the shared database —
+    /// in the background: a refresh answer is never held up by the count.
+    fn count_refresh(&self, provider: &str, outcome: &'static str) {
+        self.metrics
+            .token_refresh
+            .with_label_values(&[provider, outcome])
+            .inc();
+        let store = self.store.clone();
+        let label = format!("{provider}:{outcome}");
+        tokio::spawn(async move {
+            if let Err(error) = store.count(Counter::TokenRefresh, &label, 1).await {
+                tracing::warn!(%error, "refresh outcome not counted for the dashboard");
+            }
+        });
+    }
+
     pub fn new(
         store: Store,
         secrets: Arc<SecretBox>,
@@ -320,10 +337,7 @@ impl AccessTokens {
                     tracing::warn!(%account_id, "refresh lease lost before saving; the new tokens are discarded");
                     return Ok(None);
                 }
-                self.metrics
-                    .token_refresh
-                    .with_label_values(&[provider_label.as_str(), "success"])
-                    .inc();
+                self.count_refresh(provider_label.as_str(), "success");
                 self.backoff.remove(&account_id);
                 let token = CachedToken {
                     access_token: Arc::from(set.access_token.as_str()),
@@ -349,10 +363,7 @@ impl AccessTokens {
                 } else {
                     "transient"
                 };
-                self.metrics
-                    .token_refresh
-                    .with_label_values(&[provider_label.as_str(), outcome])
-                    .inc();
+                self.count_refresh(provider_label.as_str(), outcome);
                 let text = human
                     .as_ref()
                     .map_or_else(|| error.to_string(), |(_, text)| text.clone());
@@ -566,10 +577,7 @@ impl AccessTokens {
                     }
                     self.changes.publish(ChangeEvent::Target(method.target_id));
                 }
-                self.metrics
-                    .token_refresh
-                    .with_label_values(&[label, "success"])
-                    .inc();
+                self.count_refresh(label, "success");
                 self.method_backoff.remove(&method.method_id);
                 let expires_at = Utc::now()
                     + chrono::Duration::from_std(set.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME))
@@ -585,17 +593,11 @@ impl AccessTokens {
                 OAuthError::DeadGrant { code, message }
                 | OAuthError::Misconfigured { code, message },
             ) => {
-                self.metrics
-                    .token_refresh
-                    .with_label_values(&[label, "invalid_grant"])
-                    .inc();
+                self.count_refresh(label, "invalid_grant");
                 Err(TokenError::CredentialRefused(format!("{code}: {message}")))
             }
             Err(_) => {
-                self.metrics
-                    .token_refresh
-                    .with_label_values(&[label, "transient"])
-                    .inc();
+                self.count_refresh(label, "transient");
                 let failures = self
                     .method_backoff
                     .get(&method.method_id)

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod audit;
 pub mod credential;
 pub mod ip_allowlist;
+pub mod stats;
 pub mod targets;
 pub mod tokens;
 pub mod upstream_path;

@@ -16,6 +16,7 @@ use crate::api_error::ApiError;
 use crate::change_feed::ChangeFeed;
 use crate::crypto::SecretBox;
 use crate::domain::audit::{AuditCursor, AuditEntry, AuditQuery};
+use crate::domain::stats::{AccountSummary, Stats, StatsWindow};
 use crate::domain::validation::ValidationError;
 use crate::egress::EgressPolicy;
 use crate::store::Store;
@@ -56,6 +57,20 @@ impl Management {
         query: &AuditQuery,
     ) -> Result<(Vec<AuditEntry>, Option<AuditCursor>), ApiError> {
         Ok(self.store.audit_page(query).await?)
+    }
+
+    /// What the overview draws for `window`, from the shared database (the same numbers on
+    /// every replica): the window's rollups and the accounts as they are now.
+    pub async fn stats(&self, window: StatsWindow) -> Result<Stats, ApiError> {
+        let range = window.range(chrono::Utc::now());
+        let sums = self.store.window_sums(&range).await?;
+        let accounts = self.store.list_connected_accounts().await?;
+        Ok(Stats::assemble(
+            window,
+            range,
+            sums,
+            AccountSummary::of(&accounts),
+        ))
     }
 }
 

@@ -18,6 +18,7 @@ use super::entities::audit_logs::{self, Column, Entity as AuditLogs};
 use super::{Store, StoreError};
 use crate::domain::Timestamp;
 use crate::domain::audit::{AuditCursor, AuditEntry, AuditQuery, Interface};
+use crate::domain::stats::{BatchRollup, Counter};
 
 /// The columns of one row, in the order `push_row` binds them.
 const COLUMNS: [Column; 14] = [
@@ -127,20 +128,23 @@ fn push_row(values: &mut Vec<Value>, entry: AuditEntry) {
 impl Store {
     /// Insert a batch in one transaction (a few multi-row statements, see above).
     pub async fn insert_audit_entries(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
-        self.write_audit_batch(entries, &[]).await
+        self.write_audit_batch(entries, &[], 0).await
     }
 
-    /// The audit writer's unit of work: the rows and their tokens' `last_used_at`, in one
-    /// transaction (one commit, and one pooled connection, per batch).
+    /// The audit writer's unit of work: the rows, their per-minute rollups, the events dropped
+    /// since the last batch and the tokens' `last_used_at`, in one transaction (one commit, and
+    /// one pooled connection, per batch).
     pub async fn write_audit_batch(
         &self,
         entries: Vec<AuditEntry>,
         token_uses: &[(Uuid, Timestamp)],
+        dropped: u64,
     ) -> Result<(), StoreError> {
-        if entries.is_empty() && token_uses.is_empty() {
+        if entries.is_empty() && token_uses.is_empty() && dropped == 0 {
             return Ok(());
         }
         let backend = self.db.get_database_backend();
+        let rollup = BatchRollup::of(&entries);
         let sizes = statement_rows(&entries);
         let mut rows = entries.into_iter();
         let txn = self.begin_write().await?;
@@ -151,6 +155,11 @@ impl Store {
                 .for_each(|entry| push_row(&mut values, entry));
             let sql = self.audit_insert_sql(size)?;
             txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await?;
+        }
+        super::stats::add_rollup(&txn, &rollup).await?;
+        if dropped > 0 {
+            super::stats::add_counter(&txn, Counter::AuditDropped, "", chrono::Utc::now(), dropped)
                 .await?;
         }
         super::tokens::touch_tokens(&txn, token_uses).await?;

@@ -437,7 +437,7 @@ async fn an_audit_batch_commits_rows_and_token_use_together_or_not_at_all() {
     let used_at = base + chrono::Duration::seconds(1);
     let entries: Vec<AuditEntry> = (0..150).map(|i| entry(i, token.id)).collect();
     store
-        .write_audit_batch(entries.clone(), &[(token.id, used_at)])
+        .write_audit_batch(entries.clone(), &[(token.id, used_at)], 0)
         .await
         .unwrap();
     let mut stored = all(store.clone()).await;
@@ -453,7 +453,7 @@ async fn an_audit_batch_commits_rows_and_token_use_together_or_not_at_all() {
     refused.push(entry(100, Uuid::now_v7()));
     let later = used_at + chrono::Duration::seconds(1);
     assert!(matches!(
-        store.write_audit_batch(refused, &[(token.id, later)]).await,
+        store.write_audit_batch(refused, &[(token.id, later)], 0).await,
         Err(StoreError::Conflict {
             constraint: "foreign key"
         })
