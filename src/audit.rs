@@ -126,7 +126,11 @@ impl Writer {
     }
 
     async fn write(&mut self, batch: &mut Vec<AuditEntry>) {
-        let dropped = self.metrics.audit_dropped.get().saturating_sub(self.dropped_stored);
+        let dropped = self
+            .metrics
+            .audit_dropped
+            .get()
+            .saturating_sub(self.dropped_stored);
         if batch.is_empty() && dropped == 0 {
             return;
         }

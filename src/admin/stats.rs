@@ -224,9 +224,8 @@ pub fn parse_window(raw: Option<&str>) -> Result<StatsWindow, ValidationError> {
     for (name, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         match name.as_ref() {
             "window" => {
-                window = StatsWindow::parse(&value).ok_or_else(|| {
-                    ValidationError::new("window", "must be one of 1h, 24h, 7d")
-                })?;
+                window = StatsWindow::parse(&value)
+                    .ok_or_else(|| ValidationError::new("window", "must be one of 1h, 24h, 7d"))?;
             }
             other => {
                 return Err(ValidationError::new(

@@ -650,7 +650,10 @@ mod tests {
         assert_eq!(stats.series[59].start, at(10, 59, 0));
         assert_eq!(stats.totals.requests, 10);
         assert!((stats.totals.error_ratio - 0.1).abs() < 1e-9);
-        assert_eq!(stats.totals.interfaces, InterfaceCounts { gateway: 9, mcp: 1 });
+        assert_eq!(
+            stats.totals.interfaces,
+            InterfaceCounts { gateway: 9, mcp: 1 }
+        );
         assert_eq!(stats.targets[0].target_slug, "a");
         assert_eq!(stats.targets[0].upstream_share, Some(0.5));
         assert_eq!(stats.targets[1].error_ratio, 1.0);

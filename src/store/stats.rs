@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::{Store, StoreError};
 use crate::domain::Timestamp;
 use crate::domain::stats::{
-    BatchRollup, Counter, LATENCY_BOUNDS_MS, LATENCY_BUCKETS, RollupCounts, TOP_TOKENS,
-    TokenUsage, WindowRange, WindowSums, epoch_minute,
+    BatchRollup, Counter, LATENCY_BOUNDS_MS, LATENCY_BUCKETS, RollupCounts, TOP_TOKENS, TokenUsage,
+    WindowRange, WindowSums, epoch_minute,
 };
 
 const ROLLUPS: &str = "audit_rollups";
@@ -73,7 +73,11 @@ pub(super) async fn add_rollup<C: ConnectionTrait>(
             "duration_ms_sum".to_owned(),
             "upstream_ms_sum".to_owned(),
         ];
-        let summed: Vec<String> = columns[4..].iter().cloned().chain(latency_columns()).collect();
+        let summed: Vec<String> = columns[4..]
+            .iter()
+            .cloned()
+            .chain(latency_columns())
+            .collect();
         columns.extend(latency_columns());
         let mut insert = Query::insert();
         insert
@@ -95,15 +99,13 @@ pub(super) async fn add_rollup<C: ConnectionTrait>(
                 .map_err(|e| StoreError::Unavailable(format!("rollup insert: {e}")))?;
         }
         insert.on_conflict(
-            OnConflict::columns(
-                ["minute", "target_slug", "interface", "status_class"].map(iden),
-            )
-            .values(
-                summed
-                    .iter()
-                    .map(|column| (iden(column), add_excluded(ROLLUPS, column))),
-            )
-            .to_owned(),
+            OnConflict::columns(["minute", "target_slug", "interface", "status_class"].map(iden))
+                .values(
+                    summed
+                        .iter()
+                        .map(|column| (iden(column), add_excluded(ROLLUPS, column))),
+                )
+                .to_owned(),
         );
         txn.execute(&insert).await?;
     }
@@ -127,7 +129,10 @@ pub(super) async fn add_rollup<C: ConnectionTrait>(
         insert.on_conflict(
             OnConflict::columns(["minute", "token_id"].map(iden))
                 .values([
-                    (iden("token_name"), Expr::col((iden("excluded"), iden("token_name")))),
+                    (
+                        iden("token_name"),
+                        Expr::col((iden("excluded"), iden("token_name"))),
+                    ),
                     (iden("requests"), add_excluded(TOKEN_ROLLUPS, "requests")),
                 ])
                 .to_owned(),
@@ -194,7 +199,8 @@ impl Store {
             .from(iden(ROLLUPS))
             .add_group_by([Expr::col(iden("bucket")), Expr::col(iden("status_class"))]);
         in_range(&mut series, range);
-        let series = conn.query_all(&series)
+        let series = conn
+            .query_all(&series)
             .await?
             .iter()
             .map(|row| {
@@ -219,7 +225,8 @@ impl Store {
             .from(iden(ROLLUPS))
             .add_group_by(["target_slug", "interface", "status_class"].map(|c| Expr::col(iden(c))));
         in_range(&mut targets, range);
-        let targets = conn.query_all(&targets)
+        let targets = conn
+            .query_all(&targets)
             .await?
             .iter()
             .map(|row| {
@@ -252,7 +259,8 @@ impl Store {
             .order_by(iden("token_id"), Order::Asc)
             .limit(TOP_TOKENS);
         in_range(&mut tokens, range);
-        let top_tokens = conn.query_all(&tokens)
+        let top_tokens = conn
+            .query_all(&tokens)
             .await?
             .iter()
             .map(|row| {
@@ -271,7 +279,8 @@ impl Store {
             .from(iden(COUNTERS))
             .add_group_by([Expr::col(iden("name")), Expr::col(iden("label"))]);
         in_range(&mut counters, range);
-        let counters = conn.query_all(&counters)
+        let counters = conn
+            .query_all(&counters)
             .await?
             .iter()
             .map(|row| {
@@ -322,9 +331,7 @@ impl Store {
         oldest
             .column(iden("id"))
             .from(iden("audit_logs"))
-            .and_where(
-                Expr::col(iden("created_at")).lt(Value::ChronoDateTimeUtc(Some(before))),
-            )
+            .and_where(Expr::col(iden("created_at")).lt(Value::ChronoDateTimeUtc(Some(before))))
             .order_by(iden("created_at"), Order::Asc)
             .limit(limit);
         let mut delete = Query::delete();
@@ -343,7 +350,8 @@ impl Store {
         oldest
             .expr_as(Func::min(Expr::col(iden("minute"))), iden("minute"))
             .from(iden(ROLLUPS));
-        let first = conn.query_all(&oldest)
+        let first = conn
+            .query_all(&oldest)
             .await?
             .first()
             .and_then(|row| row.try_get::<Option<i64>>("", "minute").ok().flatten())

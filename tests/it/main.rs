@@ -13,6 +13,7 @@ mod accounts_replicas;
 mod admin_audit;
 mod admin_auth;
 mod admin_auth_methods;
+mod admin_stats;
 mod admin_targets;
 mod admin_tokens;
 mod cli;

@@ -453,7 +453,9 @@ async fn an_audit_batch_commits_rows_and_token_use_together_or_not_at_all() {
     refused.push(entry(100, Uuid::now_v7()));
     let later = used_at + chrono::Duration::seconds(1);
     assert!(matches!(
-        store.write_audit_batch(refused, &[(token.id, later)], 0).await,
+        store
+            .write_audit_batch(refused, &[(token.id, later)], 0)
+            .await,
         Err(StoreError::Conflict {
             constraint: "foreign key"
         })
