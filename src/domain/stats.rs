@@ -43,27 +43,34 @@ pub fn status_class(status_code: u16) -> u8 {
     }
 }
 
-/// The key of one request rollup row.
+/// The key of one request rollup row: a target's minute.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RollupKey {
     pub minute: i64,
     pub target_slug: String,
-    pub interface: &'static str,
-    pub status_class: u8,
 }
 
 /// Sums over the requests of one key (or, once summed by the store, of many).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RollupCounts {
-    pub requests: u64,
+    pub status: StatusCounts,
+    /// How many of them came through MCP (the rest through `/gateway`).
+    pub mcp: u64,
     pub duration_ms_sum: u64,
     pub upstream_ms_sum: u64,
     pub latency: [u64; LATENCY_BUCKETS],
 }
 
 impl RollupCounts {
+    pub fn requests(&self) -> u64 {
+        self.status.total()
+    }
+
     fn add(&mut self, entry: &AuditEntry) {
-        self.requests += 1;
+        self.status.add(status_class(entry.status_code), 1);
+        if entry.interface == Interface::Mcp {
+            self.mcp += 1;
+        }
         self.duration_ms_sum = self.duration_ms_sum.saturating_add(entry.duration_ms);
         self.upstream_ms_sum = self
             .upstream_ms_sum
@@ -72,7 +79,8 @@ impl RollupCounts {
     }
 
     pub fn merge(&mut self, other: &Self) {
-        self.requests += other.requests;
+        self.status.merge(&other.status);
+        self.mcp += other.mcp;
         self.duration_ms_sum = self.duration_ms_sum.saturating_add(other.duration_ms_sum);
         self.upstream_ms_sum = self.upstream_ms_sum.saturating_add(other.upstream_ms_sum);
         for (sum, count) in self.latency.iter_mut().zip(other.latency) {
@@ -123,8 +131,6 @@ impl BatchRollup {
             let key = RollupKey {
                 minute,
                 target_slug: entry.target_slug.clone(),
-                interface: entry.interface.as_str(),
-                status_class: status_class(entry.status_code),
             };
             rollup.requests.entry(key).or_default().add(entry);
             if let Some(token_id) = entry.token_id {
@@ -233,10 +239,10 @@ impl WindowRange {
 /// Sums the store read for one window, before estimates.
 #[derive(Debug, Default)]
 pub struct WindowSums {
-    /// `(bucket index, status class)` → requests.
-    pub series: Vec<(i64, u8, u64)>,
-    /// Per `(target slug, interface, status class)`.
-    pub targets: Vec<(String, String, u8, RollupCounts)>,
+    /// Requests by status class per bucket index.
+    pub series: Vec<(i64, StatusCounts)>,
+    /// Per target slug.
+    pub targets: Vec<(String, RollupCounts)>,
     /// The most active tokens, most requests first.
     pub top_tokens: Vec<TokenUsage>,
     /// `(counter, label)` → value.
@@ -255,6 +261,14 @@ pub struct StatusCounts {
 }
 
 impl StatusCounts {
+    pub fn merge(&mut self, other: &Self) {
+        self.success += other.success;
+        self.redirect += other.redirect;
+        self.client_error += other.client_error;
+        self.server_error += other.server_error;
+        self.other += other.other;
+    }
+
     fn add(&mut self, class: u8, requests: u64) {
         let slot = match class {
             2 => &mut self.success,
@@ -285,15 +299,6 @@ pub struct InterfaceCounts {
     pub mcp: u64,
 }
 
-impl InterfaceCounts {
-    fn add(&mut self, interface: &str, requests: u64) {
-        match Interface::parse(interface) {
-            Some(Interface::Mcp) => self.mcp += requests,
-            _ => self.gateway += requests,
-        }
-    }
-}
-
 /// Traffic of one target (or of all, for the totals).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrafficStats {
@@ -311,39 +316,27 @@ pub struct TrafficStats {
 }
 
 impl TrafficStats {
-    fn from_sums(target_slug: String, sums: &TrafficSums) -> Self {
-        let requests = sums.counts.requests;
+    fn from_sums(target_slug: String, counts: &RollupCounts) -> Self {
+        let requests = counts.requests();
         Self {
             target_slug,
             requests,
-            status: sums.status,
-            error_ratio: ratio(sums.status.server_error, requests).unwrap_or(0.0),
-            p50_ms: sums.counts.quantile_ms(0.5),
-            p95_ms: sums.counts.quantile_ms(0.95),
-            upstream_share: ratio(sums.counts.upstream_ms_sum, sums.counts.duration_ms_sum)
+            status: counts.status,
+            error_ratio: ratio(counts.status.server_error, requests).unwrap_or(0.0),
+            p50_ms: counts.quantile_ms(0.5),
+            p95_ms: counts.quantile_ms(0.95),
+            upstream_share: ratio(counts.upstream_ms_sum, counts.duration_ms_sum)
                 .map(|share| share.min(1.0)),
-            interfaces: sums.interfaces,
+            interfaces: InterfaceCounts {
+                gateway: requests.saturating_sub(counts.mcp),
+                mcp: counts.mcp,
+            },
         }
     }
 }
 
 fn ratio(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
-}
-
-#[derive(Default)]
-struct TrafficSums {
-    counts: RollupCounts,
-    status: StatusCounts,
-    interfaces: InterfaceCounts,
-}
-
-impl TrafficSums {
-    fn add(&mut self, interface: &str, class: u8, counts: &RollupCounts) {
-        self.counts.merge(counts);
-        self.status.add(class, counts.requests);
-        self.interfaces.add(interface, counts.requests);
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,24 +442,23 @@ impl Stats {
                 status: StatusCounts::default(),
             })
             .collect();
-        for (bucket, class, requests) in sums.series {
-            if let Some(point) = usize::try_from(bucket).ok().and_then(|b| series.get_mut(b)) {
-                point.status.add(class, requests);
+        for (bucket, status) in &sums.series {
+            if let Some(point) = usize::try_from(*bucket)
+                .ok()
+                .and_then(|b| series.get_mut(b))
+            {
+                point.status.merge(status);
             }
         }
 
-        let mut all = TrafficSums::default();
-        let mut by_target: BTreeMap<String, TrafficSums> = BTreeMap::new();
-        for (slug, interface, class, counts) in &sums.targets {
-            all.add(interface, *class, counts);
-            by_target
-                .entry(slug.clone())
-                .or_default()
-                .add(interface, *class, counts);
-        }
-        let mut targets: Vec<TrafficStats> = by_target
-            .into_iter()
-            .map(|(slug, sums)| TrafficStats::from_sums(slug, &sums))
+        let mut all = RollupCounts::default();
+        let mut targets: Vec<TrafficStats> = sums
+            .targets
+            .iter()
+            .map(|(slug, counts)| {
+                all.merge(counts);
+                TrafficStats::from_sums(slug.clone(), counts)
+            })
             .collect();
         targets.sort_by(|a, b| {
             b.requests
@@ -576,21 +568,21 @@ mod tests {
         ];
         let rollup = BatchRollup::of(&entries);
         let minute = epoch_minute(at(10, 0, 0));
-        let key = |slug: &str, minute: i64, class: u8| RollupKey {
+        let key = |slug: &str, minute: i64| RollupKey {
             minute,
             target_slug: slug.into(),
-            interface: "gateway",
-            status_class: class,
         };
-        let ok = &rollup.requests[&key("a", minute, 2)];
-        assert_eq!(ok.requests, 2);
-        assert_eq!(ok.duration_ms_sum, 33);
-        assert_eq!(ok.upstream_ms_sum, 1 + 15);
-        assert_eq!(ok.latency[2], 1);
-        assert_eq!(ok.latency[5], 1);
-        assert_eq!(rollup.requests[&key("a", minute, 5)].requests, 1);
-        assert_eq!(rollup.requests[&key("a", minute + 1, 2)].requests, 1);
-        assert_eq!(rollup.requests.len(), 4);
+        let a = &rollup.requests[&key("a", minute)];
+        assert_eq!(a.requests(), 3);
+        assert_eq!(a.status.success, 2);
+        assert_eq!(a.status.server_error, 1);
+        assert_eq!(a.duration_ms_sum, 37);
+        assert_eq!(a.upstream_ms_sum, 1 + 15 + 2);
+        assert_eq!(a.latency[2], 2);
+        assert_eq!(a.latency[5], 1);
+        assert_eq!(rollup.requests[&key("a", minute + 1)].requests(), 1);
+        assert_eq!(rollup.requests[&key("b", minute)].requests(), 1);
+        assert_eq!(rollup.requests.len(), 3);
         assert_eq!(
             rollup.tokens[&(minute, Uuid::from_u128(7))],
             ("agent".to_owned(), 4)
@@ -618,25 +610,37 @@ mod tests {
     fn assembled_stats_split_targets_and_read_counters() {
         let range = StatsWindow::Hour.range(at(10, 59, 0));
         let mut fast = RollupCounts {
-            requests: 9,
             duration_ms_sum: 90,
             upstream_ms_sum: 45,
             ..RollupCounts::default()
         };
+        fast.status.success = 9;
         fast.latency[3] = 9;
         let mut failing = RollupCounts {
-            requests: 1,
+            mcp: 1,
             duration_ms_sum: 10,
             upstream_ms_sum: 0,
             ..RollupCounts::default()
         };
+        failing.status.server_error = 1;
         failing.latency[3] = 1;
+        let ok = |n| StatusCounts {
+            success: n,
+            ..StatusCounts::default()
+        };
         let sums = WindowSums {
-            series: vec![(59, 2, 9), (59, 5, 1), (200, 2, 1)],
-            targets: vec![
-                ("a".into(), "gateway".into(), 2, fast.clone()),
-                ("b".into(), "mcp".into(), 5, failing),
+            series: vec![
+                (59, ok(9)),
+                (
+                    59,
+                    StatusCounts {
+                        server_error: 1,
+                        ..StatusCounts::default()
+                    },
+                ),
+                (200, ok(1)),
             ],
+            targets: vec![("a".into(), fast), ("b".into(), failing)],
             top_tokens: vec![],
             counters: vec![
                 ("token_refresh".into(), "microsoft_365:success".into(), 3),

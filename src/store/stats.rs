@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::{Store, StoreError};
 use crate::domain::Timestamp;
 use crate::domain::stats::{
-    BatchRollup, Counter, LATENCY_BOUNDS_MS, LATENCY_BUCKETS, RollupCounts, TOP_TOKENS, TokenUsage,
-    WindowRange, WindowSums, epoch_minute,
+    BatchRollup, Counter, LATENCY_BOUNDS_MS, LATENCY_BUCKETS, RollupCounts, StatusCounts,
+    TOP_TOKENS, TokenUsage, WindowRange, WindowSums, epoch_minute,
 };
 
 const ROLLUPS: &str = "audit_rollups";
@@ -57,6 +57,61 @@ fn get_u64(row: &QueryResult, column: &str) -> Result<u64, StoreError> {
     Ok(value.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
 }
 
+/// The summed columns of `audit_rollups`, in the order `counts_values` gives them.
+fn summed_columns() -> impl Iterator<Item = String> {
+    [
+        "requests_2xx",
+        "requests_3xx",
+        "requests_4xx",
+        "requests_5xx",
+        "requests_other",
+        "requests_mcp",
+        "duration_ms_sum",
+        "upstream_ms_sum",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(latency_columns())
+}
+
+fn counts_values(counts: &RollupCounts) -> impl Iterator<Item = u64> + '_ {
+    let s = &counts.status;
+    [
+        s.success,
+        s.redirect,
+        s.client_error,
+        s.server_error,
+        s.other,
+        counts.mcp,
+        counts.duration_ms_sum,
+        counts.upstream_ms_sum,
+    ]
+    .into_iter()
+    .chain(counts.latency.iter().copied())
+}
+
+fn counts_from(row: &QueryResult) -> Result<RollupCounts, StoreError> {
+    let mut values = Vec::with_capacity(8 + LATENCY_BUCKETS);
+    for column in summed_columns() {
+        values.push(get_u64(row, &column)?);
+    }
+    let mut latency = [0; LATENCY_BUCKETS];
+    latency.copy_from_slice(&values[8..]);
+    Ok(RollupCounts {
+        status: StatusCounts {
+            success: values[0],
+            redirect: values[1],
+            client_error: values[2],
+            server_error: values[3],
+            other: values[4],
+        },
+        mcp: values[5],
+        duration_ms_sum: values[6],
+        upstream_ms_sum: values[7],
+        latency,
+    })
+}
+
 /// Add a batch's rollup in `txn` (the transaction that inserts the batch's rows).
 pub(super) async fn add_rollup<C: ConnectionTrait>(
     txn: &C,
@@ -64,46 +119,26 @@ pub(super) async fn add_rollup<C: ConnectionTrait>(
 ) -> Result<(), StoreError> {
     let requests: Vec<_> = rollup.requests.iter().collect();
     for chunk in requests.chunks(ROLLUP_ROWS_PER_STATEMENT) {
-        let mut columns = vec![
-            "minute".to_owned(),
-            "target_slug".to_owned(),
-            "interface".to_owned(),
-            "status_class".to_owned(),
-            "requests".to_owned(),
-            "duration_ms_sum".to_owned(),
-            "upstream_ms_sum".to_owned(),
-        ];
-        let summed: Vec<String> = columns[4..]
-            .iter()
-            .cloned()
-            .chain(latency_columns())
-            .collect();
-        columns.extend(latency_columns());
+        let columns = ["minute".to_owned(), "target_slug".to_owned()]
+            .into_iter()
+            .chain(summed_columns());
         let mut insert = Query::insert();
         insert
             .into_table(iden(ROLLUPS))
-            .columns(columns.iter().map(|c| iden(c)));
+            .columns(columns.map(|c| iden(&c)));
         for (key, counts) in chunk {
-            let mut values: Vec<Expr> = vec![
-                key.minute.into(),
-                key.target_slug.as_str().into(),
-                key.interface.into(),
-                i16::from(key.status_class).into(),
-                as_i64(counts.requests).into(),
-                as_i64(counts.duration_ms_sum).into(),
-                as_i64(counts.upstream_ms_sum).into(),
-            ];
-            values.extend(counts.latency.iter().map(|&n| as_i64(n).into()));
+            let values: Vec<Expr> = [key.minute.into(), key.target_slug.as_str().into()]
+                .into_iter()
+                .chain(counts_values(counts).map(|n| as_i64(n).into()))
+                .collect();
             insert
                 .values(values)
                 .map_err(|e| StoreError::Unavailable(format!("rollup insert: {e}")))?;
         }
         insert.on_conflict(
-            OnConflict::columns(["minute", "target_slug", "interface", "status_class"].map(iden))
+            OnConflict::columns(["minute", "target_slug"].map(iden))
                 .values(
-                    summed
-                        .iter()
-                        .map(|column| (iden(column), add_excluded(ROLLUPS, column))),
+                    summed_columns().map(|column| (iden(&column), add_excluded(ROLLUPS, &column))),
                 )
                 .to_owned(),
         );
@@ -186,18 +221,26 @@ impl Store {
     pub async fn window_sums(&self, range: &WindowRange) -> Result<WindowSums, StoreError> {
         let conn = self.conn();
 
+        let statuses = [
+            "requests_2xx",
+            "requests_3xx",
+            "requests_4xx",
+            "requests_5xx",
+            "requests_other",
+        ];
         let mut series = Query::select();
+        series.expr_as(
+            Expr::col(iden("minute"))
+                .sub(range.start_minute)
+                .div(range.step_minutes),
+            iden("bucket"),
+        );
+        for column in statuses {
+            series.expr_as(sum(column), iden(column));
+        }
         series
-            .expr_as(
-                Expr::col(iden("minute"))
-                    .sub(range.start_minute)
-                    .div(range.step_minutes),
-                iden("bucket"),
-            )
-            .column(iden("status_class"))
-            .expr_as(sum("requests"), iden("requests"))
             .from(iden(ROLLUPS))
-            .add_group_by([Expr::col(iden("bucket")), Expr::col(iden("status_class"))]);
+            .add_group_by([Expr::col(iden("bucket"))]);
         in_range(&mut series, range);
         let series = conn
             .query_all(&series)
@@ -206,46 +249,31 @@ impl Store {
             .map(|row| {
                 Ok((
                     row.try_get::<i64>("", "bucket")?,
-                    class_of(row)?,
-                    get_u64(row, "requests")?,
+                    StatusCounts {
+                        success: get_u64(row, statuses[0])?,
+                        redirect: get_u64(row, statuses[1])?,
+                        client_error: get_u64(row, statuses[2])?,
+                        server_error: get_u64(row, statuses[3])?,
+                        other: get_u64(row, statuses[4])?,
+                    },
                 ))
             })
             .collect::<Result<_, StoreError>>()?;
 
         let mut targets = Query::select();
-        targets
-            .columns(["target_slug", "interface", "status_class"].map(iden))
-            .expr_as(sum("requests"), iden("requests"))
-            .expr_as(sum("duration_ms_sum"), iden("duration_ms_sum"))
-            .expr_as(sum("upstream_ms_sum"), iden("upstream_ms_sum"));
-        for column in latency_columns() {
+        targets.column(iden("target_slug"));
+        for column in summed_columns() {
             targets.expr_as(sum(&column), iden(&column));
         }
         targets
             .from(iden(ROLLUPS))
-            .add_group_by(["target_slug", "interface", "status_class"].map(|c| Expr::col(iden(c))));
+            .group_by_col(iden("target_slug"));
         in_range(&mut targets, range);
         let targets = conn
             .query_all(&targets)
             .await?
             .iter()
-            .map(|row| {
-                let mut counts = RollupCounts {
-                    requests: get_u64(row, "requests")?,
-                    duration_ms_sum: get_u64(row, "duration_ms_sum")?,
-                    upstream_ms_sum: get_u64(row, "upstream_ms_sum")?,
-                    latency: [0; LATENCY_BUCKETS],
-                };
-                for (slot, column) in counts.latency.iter_mut().zip(latency_columns()) {
-                    *slot = get_u64(row, &column)?;
-                }
-                Ok((
-                    row.try_get::<String>("", "target_slug")?,
-                    row.try_get::<String>("", "interface")?,
-                    class_of(row)?,
-                    counts,
-                ))
-            })
+            .map(|row| Ok((row.try_get::<String>("", "target_slug")?, counts_from(row)?)))
             .collect::<Result<_, StoreError>>()?;
 
         let mut tokens = Query::select();
@@ -367,9 +395,4 @@ impl Store {
         }
         Ok(deleted)
     }
-}
-
-fn class_of(row: &QueryResult) -> Result<u8, StoreError> {
-    let class: i16 = row.try_get("", "status_class")?;
-    Ok(u8::try_from(class).unwrap_or(0))
 }

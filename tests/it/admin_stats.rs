@@ -200,12 +200,11 @@ async fn rollups_add_up_across_batches_and_keep_every_latency_bucket() {
     let range = StatsWindow::Hour.range(chrono::Utc::now());
     let sums = store.window_sums(&range).await.unwrap();
     assert_eq!(sums.targets.len(), 1, "{sums:?}");
-    let (slug, interface, class, counts) = &sums.targets[0];
-    assert_eq!(
-        (slug.as_str(), interface.as_str(), *class),
-        ("t", "gateway", 2)
-    );
-    assert_eq!(counts.requests, 32);
+    let (slug, counts) = &sums.targets[0];
+    assert_eq!(slug, "t");
+    assert_eq!(counts.requests(), 32);
+    assert_eq!(counts.status.success, 32);
+    assert_eq!(counts.mcp, 0);
     // Each column holds exactly its two requests: the schema's and the domain's bounds agree.
     assert_eq!(counts.latency, [2; 16]);
     let expected_sum: u64 = durations.iter().sum::<u64>() * 2;
@@ -288,7 +287,7 @@ async fn retention_prunes_old_rows_in_batches_on_one_replica_only() {
         .window_sums(&StatsWindow::Week.range(chrono::Utc::now()))
         .await
         .unwrap();
-    assert_eq!(week.targets[0].3.requests, 5);
+    assert_eq!(week.targets[0].1.requests(), 5);
 
     // The lease lasts the interval: new old rows wait for the holder, the other replica skips.
     let (holder, other) = if deleted_a > 0 { (&a, &b) } else { (&b, &a) };
