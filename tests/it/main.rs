@@ -36,3 +36,4 @@ mod replica_propagation;
 mod secrets_at_rest;
 mod store;
 mod ui_browser;
+mod ui_overview;

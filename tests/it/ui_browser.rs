@@ -118,6 +118,9 @@ async fn admin_ui_in_a_real_browser() {
         .await
         .unwrap();
     browser.click_and_wait("form button[type=submit]").await;
+    // A login lands on the overview; the integrations page is one click away.
+    wait_for_path(&browser, "/ui/overview").await;
+    browser.goto(&ui("/ui/integrations")).await;
     wait_for_path(&browser, "/ui/integrations").await;
     let text = browser.text().await;
     assert!(text.contains("Microsoft 365"), "{text}");

@@ -5,6 +5,7 @@
 
 mod audit;
 mod integrations;
+mod overview;
 mod targets;
 mod tokens;
 
@@ -36,13 +37,16 @@ pub const SESSION_COOKIE: &str = "gatehouse_session";
 /// How long a session lasts after login.
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 const STYLESHEET: &str = include_str!("style.css");
+/// Where a login lands: the overview of the last hour.
+const HOME: &str = "/ui/overview";
 
 /// The `/ui` routes, with their own session store.
 pub fn router() -> Router<Arc<AdminState>> {
     let sessions = Arc::new(Sessions::default());
     Router::new()
-        .route("/ui", get(|| async { see_other("/ui/integrations") }))
-        .route("/ui/", get(|| async { see_other("/ui/integrations") }))
+        .route("/ui", get(|| async { see_other(HOME) }))
+        .route("/ui/", get(|| async { see_other(HOME) }))
+        .route("/ui/overview", get(overview::page))
         .route("/ui/style.css", get(stylesheet))
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
@@ -322,6 +326,7 @@ fn bare_layout(title: &str, content: Markup) -> Markup {
 /// Which section of the navigation is current.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
+    Overview,
     Integrations,
     Targets,
     Tokens,
@@ -347,9 +352,10 @@ pub fn layout(session: &Session, nav: Nav, title: &str, content: Markup) -> Resp
             (head(title))
             body {
                 header.top {
-                    a.brand href="/ui/integrations" { "Gatehouse" }
+                    a.brand href=(HOME) { "Gatehouse" }
                     nav aria-label="Main" {
                         ul {
+                            (link(Nav::Overview, HOME, "Overview"))
                             (link(Nav::Integrations, "/ui/integrations", "Integrations"))
                             (link(Nav::Targets, "/ui/targets", "Targets"))
                             (link(Nav::Tokens, "/ui/tokens", "Tokens"))
@@ -425,7 +431,7 @@ async fn login(
     match Admin::from_headers(&state, &headers).await {
         Ok(Admin) => {
             let (id, _csrf) = sessions.create();
-            let mut response = see_other("/ui/integrations");
+            let mut response = see_other(HOME);
             if let Some(cookie) = session_cookie(&state, &id, SESSION_LIFETIME.as_secs()) {
                 response.headers_mut().insert(header::SET_COOKIE, cookie);
             }
