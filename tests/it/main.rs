@@ -20,6 +20,7 @@ mod connected_accounts;
 mod listeners;
 mod mcp;
 mod mcp_logs;
+mod ops_artefacts;
 mod migrations;
 mod module_tree;
 mod oidc_harness;
