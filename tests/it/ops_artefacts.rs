@@ -8,7 +8,7 @@
 //! (`bash .ci/setup` installs it). The metric scan needs no promtool.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -75,7 +75,10 @@ fn promtool_available() -> Option<()> {
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let in_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
-            assert!(!in_ci, "promtool is missing: install it with bash .ci/setup");
+            assert!(
+                !in_ci,
+                "promtool is missing: install it with bash .ci/setup"
+            );
             eprintln!(
                 "SKIP ops_artefacts::promtool_*: promtool not found (install it with bash .ci/setup)"
             );
@@ -203,7 +206,9 @@ fn every_alert_has_a_severity_a_runbook_section_and_a_unit_test_both_ways() {
         names.push(name);
         let severity = rule["labels"]["severity"].as_str().unwrap_or("");
         if !["page", "ticket"].contains(&severity) {
-            problems.push(format!("{name}: severity {severity:?} is neither page nor ticket"));
+            problems.push(format!(
+                "{name}: severity {severity:?} is neither page nor ticket"
+            ));
         }
         for key in ["summary", "description"] {
             if rule["annotations"][key].as_str().is_none_or(str::is_empty) {
@@ -233,6 +238,9 @@ fn every_alert_has_a_severity_a_runbook_section_and_a_unit_test_both_ways() {
 // ---------------------------------------------------------------------------------------------
 // A small PromQL scan: which metrics an expression uses, with which labels and label values.
 
+/// `(label, operator, value)` of one `{…}` matcher.
+type Matcher = (String, String, String);
+
 /// One metric selector in an expression.
 #[derive(Debug)]
 struct Use {
@@ -244,8 +252,7 @@ struct Use {
     at: usize,
     /// Labels of `by (…)`/`without (…)` clauses over it and of `label_values(…, label)`.
     grouped_by: BTreeSet<String>,
-    /// `(label, operator, value)` of its `{…}` matchers.
-    matchers: Vec<(String, String, String)>,
+    matchers: Vec<Matcher>,
 }
 
 /// `expr` with the contents of string literals blanked out (same length), so that brackets and
@@ -344,7 +351,7 @@ fn opening(masked: &[u8], close: usize, source: &str) -> usize {
 }
 
 /// `a="x", b=~"y|z"` → `[(a, =, x), (b, =~, y|z)]`.
-fn parse_matchers(inner: &str, source: &str) -> Vec<(String, String, String)> {
+fn parse_matchers(inner: &str, source: &str) -> Vec<Matcher> {
     let masked = mask_strings(inner);
     let mut parts = Vec::new();
     let mut start = 0;
@@ -464,7 +471,11 @@ fn dashboard_queries(dashboard: &Json) -> Vec<(String, String)> {
     }
     let mut found = Vec::new();
     walk(dashboard, "dashboard", &mut found);
-    for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if variable["type"] == "query" {
             let name = variable["name"].as_str().unwrap_or("?");
             let definition = variable["definition"].as_str().unwrap_or("");
@@ -544,7 +555,10 @@ impl Exposition {
                 families.entry(name.to_owned()).or_default().kind = kind.to_owned();
             }
         }
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             let end = line.find(['{', ' ']).unwrap_or(line.len());
             let sample = &line[..end];
             let family = if families.contains_key(sample) {
@@ -664,8 +678,13 @@ async fn metrics_after_traffic() -> String {
     let upstream = FakeUpstream::start().await;
     let issuer = FakeUpstream::start().await;
 
-    let plain = app.agent_for("ops-plain", &upstream.url("/base"), None).await;
-    assert_eq!(app.get("/gateway/ops-plain/ok", &plain.token).await.status, 200);
+    let plain = app
+        .agent_for("ops-plain", &upstream.url("/base"), None)
+        .await;
+    assert_eq!(
+        app.get("/gateway/ops-plain/ok", &plain.token).await.status,
+        200
+    );
     let failing = app.get("/gateway/ops-plain/status/503", &plain.token).await;
     assert_eq!(failing.status, 503, "{}", failing.text);
     let down = app
@@ -717,7 +736,14 @@ async fn metrics_after_traffic() -> String {
     let (cut_off, _) = until(
         Duration::from_secs(6),
         || app.metrics_text(),
-        |text| metric(text, "gatehouse_client_timeouts_total", &[("phase", "header")]).is_some(),
+        |text| {
+            metric(
+                text,
+                "gatehouse_client_timeouts_total",
+                &[("phase", "header")],
+            )
+            .is_some()
+        },
     )
     .await;
     assert!(cut_off, "the slow client was not counted within 6 s");
@@ -744,7 +770,7 @@ fn the_promql_scan_finds_metrics_labels_and_values() {
         "example",
         r#"sum by (job, target) (rate(gatehouse_requests_total{status="5xx", target=~"a|b"}[5m])) / sum(rate(gatehouse_other_total{x!="by (y)"}[$__rate_interval])) by (z) > 0 unless gatehouse_plain"#,
     );
-    let summary: Vec<(String, Vec<String>, Vec<(String, String, String)>)> = uses
+    let summary: Vec<(String, Vec<String>, Vec<Matcher>)> = uses
         .into_iter()
         .map(|u| (u.name, u.grouped_by.into_iter().collect(), u.matchers))
         .collect();
@@ -789,6 +815,11 @@ fn the_promql_scan_finds_metrics_labels_and_values() {
         r#"gatehouse_requests_total{status="5xx"}"#,
         r#"gatehouse_requests_total{target=~"a|c"}"#,
     ] {
-        assert_eq!(problems(broken).len(), 1, "{broken}: {:?}", problems(broken));
+        assert_eq!(
+            problems(broken).len(),
+            1,
+            "{broken}: {:?}",
+            problems(broken)
+        );
     }
 }
