@@ -235,6 +235,94 @@ fn every_alert_has_a_severity_a_runbook_section_and_a_unit_test_both_ways() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// Importable as is: a current schema, the data source from the `datasource` variable (no
+/// `__inputs` to fill in, so file provisioning works too), a `target` variable from
+/// `label_values`, and every panel with a unique id, a description, that data source and a
+/// place of its own on the grid.
+#[test]
+fn the_dashboard_is_importable_as_is() {
+    let dashboard = dashboard();
+    let mut problems = Vec::new();
+    let schema = dashboard["schemaVersion"].as_u64().unwrap_or(0);
+    if schema < 39 {
+        problems.push(format!("schemaVersion {schema} < 39 (Grafana 10.4)"));
+    }
+    for key in ["uid", "title"] {
+        if dashboard[key].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("no {key}"));
+        }
+    }
+    if dashboard.get("__inputs").is_some() || read(DASHBOARD).contains("${DS_") {
+        problems.push("__inputs / ${DS_…}: use the datasource variable".to_owned());
+    }
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating.list");
+    let variable = |name: &str| variables.iter().find(|v| v["name"] == name);
+    match variable("datasource") {
+        Some(v) if v["type"] == "datasource" && v["query"] == "prometheus" => {}
+        other => problems.push(format!("no prometheus datasource variable: {other:?}")),
+    }
+    match variable("target") {
+        Some(v)
+            if v["type"] == "query"
+                && v["definition"]
+                    .as_str()
+                    .and_then(label_values)
+                    .is_some_and(|(s, l)| {
+                        s.starts_with("gatehouse_requests_total") && l == "target"
+                    }) => {}
+        other => problems.push(format!(
+            "no target variable from label_values(gatehouse_requests_total…, target): {other:?}"
+        )),
+    }
+    let datasource = json!({"type": "prometheus", "uid": "${datasource}"});
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut ids = BTreeSet::new();
+    let mut cells = BTreeSet::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or("?");
+        if !ids.insert(panel["id"].as_u64().unwrap_or(0)) {
+            problems.push(format!("{title}: id {} is not unique", panel["id"]));
+        }
+        if panel["description"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{title}: no description"));
+        }
+        let targets = panel["targets"].as_array().map_or(&[][..], Vec::as_slice);
+        if targets.is_empty() {
+            problems.push(format!("{title}: no queries"));
+        }
+        let own = std::iter::once(&panel["datasource"]);
+        if own
+            .chain(targets.iter().map(|t| &t["datasource"]))
+            .any(|d| *d != datasource)
+        {
+            problems.push(format!("{title}: data source is not {datasource}"));
+        }
+        let grid = &panel["gridPos"];
+        let (x, y, w, h) = (
+            grid["x"].as_u64().unwrap_or(0),
+            grid["y"].as_u64().unwrap_or(0),
+            grid["w"].as_u64().unwrap_or(0),
+            grid["h"].as_u64().unwrap_or(0),
+        );
+        if w == 0 || h == 0 || x + w > 24 {
+            problems.push(format!("{title}: gridPos {grid} is off the 24-column grid"));
+        }
+        let overlap = (x..x + w)
+            .flat_map(|cx| (y..y + h).map(move |cy| (cx, cy)))
+            .fold(None, |first, cell| {
+                let taken = !cells.insert(cell);
+                first.or(taken.then_some(cell))
+            });
+        if let Some((cx, cy)) = overlap {
+            problems.push(format!("{title}: overlaps another panel at ({cx}, {cy})"));
+        }
+    }
+    assert!(panels.len() >= 11, "{} panels", panels.len());
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // A small PromQL scan: which metrics an expression uses, with which labels and label values.
 
