@@ -567,8 +567,14 @@ fn dashboard_queries(dashboard: &Json) -> Vec<(String, String)> {
     {
         if variable["type"] == "query" {
             let name = variable["name"].as_str().unwrap_or("?");
-            let definition = variable["definition"].as_str().unwrap_or("");
-            found.push((format!("variable ${name}"), definition.to_owned()));
+            // What Grafana shows (`definition`) and what it runs (`query`, a string here).
+            let queries: BTreeSet<&str> = [&variable["definition"], &variable["query"]]
+                .into_iter()
+                .filter_map(Json::as_str)
+                .collect();
+            for query in queries {
+                found.push((format!("variable ${name}"), query.to_owned()));
+            }
         }
     }
     found
