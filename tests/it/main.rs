@@ -24,6 +24,7 @@ mod mcp_logs;
 mod migrations;
 mod module_tree;
 mod oidc_harness;
+mod ops_artefacts;
 mod proxy_access;
 mod proxy_audit_metrics;
 mod proxy_client_timeouts;
