@@ -65,8 +65,7 @@ async fn fill(store: &Store, rows: usize) -> Duration {
     let now = chrono::Utc::now();
     // Over the last 23 h 40 min: the 24 h window ends with the 15-minute bucket holding now, so
     // it starts up to 15 minutes after now − 24 h.
-    let step =
-        chrono::Duration::microseconds((SPAN_SECONDS * 1_000_000 / rows.max(1) as i64) as i64);
+    let step = chrono::Duration::microseconds(SPAN_SECONDS * 1_000_000 / rows.max(1) as i64);
     let mut random = XorShift(0x9E37_79B9_7F4A_7C15);
     let started = Instant::now();
     let mut batch = Vec::with_capacity(BATCH);
@@ -94,7 +93,7 @@ async fn fill(store: &Store, rows: usize) -> Duration {
             duration_ms,
             upstream_ms: Some(duration_ms.saturating_sub(1)),
             error: None,
-            interface: if (r >> 40) % 10 == 0 {
+            interface: if (r >> 40).is_multiple_of(10) {
                 Interface::Mcp
             } else {
                 Interface::Gateway

@@ -17,8 +17,11 @@ use crate::domain::stats::{SeriesPoint, Stats, StatsWindow, StatusCounts, Traffi
 const CHART_WIDTH: f64 = 960.0;
 const CHART_HEIGHT: f64 = 180.0;
 
+/// A status class in the chart: its legend name, CSS class, and its count in a bucket.
+type ClassBar = (&'static str, &'static str, fn(&StatusCounts) -> u64);
+
 /// Stacked from the bottom: successes first, server errors on top.
-const CLASSES: [(&str, &str, fn(&StatusCounts) -> u64); 4] = [
+const CLASSES: [ClassBar; 4] = [
     ("2xx", "ok", |s| s.success),
     ("3xx", "redirect", |s| s.redirect),
     ("4xx", "client", |s| s.client_error + s.other),
