@@ -60,7 +60,12 @@ impl Retention {
         ) else {
             return Ok(0);
         };
-        let lease_until = now + lease;
+        // A retention or interval beyond the calendar's range keeps everything this round.
+        let (Some(lease_until), Some(cutoff)) =
+            (now.checked_add_signed(lease), now.checked_sub_signed(keep))
+        else {
+            return Ok(0);
+        };
         if !self
             .store
             .claim_maintenance_lease(LEASE, &self.owner, lease_until)
@@ -68,7 +73,6 @@ impl Retention {
         {
             return Ok(0);
         }
-        let cutoff = now - keep;
         let stop = || *shutdown.borrow() || chrono::Utc::now() >= lease_until;
         let mut deleted = 0;
         loop {
