@@ -30,6 +30,7 @@ pub struct Config {
     pub secrets: SecretsConfig,
     pub audit: AuditConfig,
     pub mcp: McpConfig,
+    pub webhooks: WebhooksConfig,
     pub log: LogConfig,
     /// Per-provider overrides of the built-in endpoints and scopes, keyed by provider type.
     pub providers: BTreeMap<String, ProviderOverrides>,
@@ -133,6 +134,27 @@ pub struct AuditConfig {
 pub struct McpConfig {
     /// The largest upstream body an `api_request` tool result carries before it is cut.
     pub max_response_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Longest time one delivery attempt may take (connect, send, answer).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Most attempts in flight at once on this replica.
+    pub max_concurrent: usize,
+    /// How often the dispatcher looks for due deliveries written by other replicas (its own
+    /// are sent at once).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// The first wait of the retry schedule; the others are fixed multiples of it (5 s gives
+    /// 5 s, 30 s, 2 min, 10 min, 1 h, 2 h, 4 h, 8 h, 8 h). Only tests change it.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// How long transient refresh failures of an account last before `account.refresh_failing`.
+    #[serde(with = "humantime_serde")]
+    pub refresh_failing_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -281,6 +303,18 @@ impl Default for McpConfig {
     fn default() -> Self {
         Self {
             max_response_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            max_concurrent: 8,
+            poll_interval: Duration::from_secs(1),
+            retry_base: Duration::from_secs(5),
+            refresh_failing_after: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -442,6 +476,21 @@ impl Config {
         if self.mcp.max_response_bytes == 0 {
             return Err(ConfigError::new(
                 "mcp.max_response_bytes",
+                "must be at least 1",
+            ));
+        }
+        for (setting, value) in [
+            ("webhooks.timeout", self.webhooks.timeout),
+            ("webhooks.poll_interval", self.webhooks.poll_interval),
+            ("webhooks.retry_base", self.webhooks.retry_base),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(setting, "must be longer than 0s"));
+            }
+        }
+        if self.webhooks.max_concurrent == 0 {
+            return Err(ConfigError::new(
+                "webhooks.max_concurrent",
                 "must be at least 1",
             ));
         }

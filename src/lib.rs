@@ -25,3 +25,4 @@ pub mod oauth;
 pub mod proxy;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
