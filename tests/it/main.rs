@@ -35,3 +35,4 @@ mod replica_propagation;
 mod secrets_at_rest;
 mod store;
 mod ui_browser;
+mod webhooks;
