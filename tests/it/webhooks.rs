@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::support::accounts::{
-    ConnectedSetup, agent_with_access, db_count, gateway_get, managed_slug, set_token_expiry,
-    setup_configured, wait_for_discovery,
+    ConnectedSetup, agent_with_access, db_count, db_execute, gateway_get, managed_slug,
+    set_token_expiry, setup_configured, wait_for_discovery,
 };
 use crate::support::agent::{metric, spawn_configured, until};
 use crate::support::webhooks::{Receiver, subscribe, wait_for_deliveries};
@@ -687,4 +687,154 @@ async fn replica_of(
     let mut config = TestApp::config(&db, &first.admin_token, first.encryption_key);
     change(&mut config);
     TestApp::spawn_with(db, first.admin_token.clone(), first.encryption_key, config).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_is_claimed_by_one_owner_and_recorded_only_under_its_lease() {
+    use gatehouse::domain::webhooks::{AttemptOutcome, EventType, WebhookEvent};
+    use gatehouse::store::webhooks::{AttemptRecord, NewWebhookEndpoint};
+
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let endpoint = store
+        .insert_webhook_endpoint(NewWebhookEndpoint {
+            id: Uuid::new_v4(),
+            url: url::Url::parse("https://hooks.example.com/x").unwrap(),
+            events: vec![EventType::TokenRevoked],
+            description: None,
+            sealed_secret: vec![0; 16],
+        })
+        .await
+        .unwrap();
+    // Not subscribed: nothing is written. Subscribed: one row.
+    let other = WebhookEvent::token_rate_limited(Uuid::new_v4(), "t", 10);
+    assert_eq!(store.enqueue_webhook_event(&other).await.unwrap(), 0);
+    store
+        .enqueue_webhook_for(endpoint.id, &WebhookEvent::test(endpoint.id))
+        .await
+        .unwrap();
+    let due = store.due_webhook_deliveries(10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let id = due[0];
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(60);
+
+    let claimed = store.claim_webhook_delivery(id, "a", soon).await.unwrap();
+    assert!(claimed.is_some_and(|c| c.attempts == 0 && c.endpoint_id == endpoint.id));
+    assert!(
+        store
+            .claim_webhook_delivery(id, "b", soon)
+            .await
+            .unwrap()
+            .is_none(),
+        "leased"
+    );
+    assert!(
+        store.due_webhook_deliveries(10).await.unwrap().is_empty(),
+        "leased rows are not due"
+    );
+    let failed = |attempt, next| AttemptRecord {
+        attempt,
+        outcome: AttemptOutcome::Rejected { status: 500 },
+        duration_ms: 3,
+        next_attempt_at: next,
+    };
+    assert!(
+        !store
+            .record_webhook_attempt(id, "b", failed(1, None))
+            .await
+            .unwrap(),
+        "not b's lease"
+    );
+    assert!(
+        store
+            .record_webhook_attempt(id, "a", failed(1, Some(soon)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_webhook_delivery(id, "b", soon)
+            .await
+            .unwrap()
+            .is_none(),
+        "not due before its next attempt"
+    );
+
+    // A holder that died: its lease runs out and another owner takes over; the old holder can
+    // no longer record anything.
+    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+    db_execute(
+        &db.url,
+        "UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE id = $2",
+        vec![past.into(), id.into()],
+    )
+    .await;
+    assert!(
+        store
+            .claim_webhook_delivery(id, "a", past)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let taken = store.claim_webhook_delivery(id, "b", soon).await.unwrap();
+    assert!(
+        taken.is_some_and(|c| c.attempts == 1),
+        "expired lease taken over"
+    );
+    assert!(
+        !store
+            .record_webhook_attempt(id, "a", failed(2, None))
+            .await
+            .unwrap()
+    );
+    let delivered = AttemptRecord {
+        attempt: 2,
+        outcome: AttemptOutcome::Delivered { status: 204 },
+        duration_ms: 3,
+        next_attempt_at: None,
+    };
+    assert!(
+        store
+            .record_webhook_attempt(id, "b", delivered)
+            .await
+            .unwrap()
+    );
+    let log = store.webhook_deliveries(endpoint.id, 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    let (delivery, attempts) = &log[0];
+    assert_eq!(delivery.status.as_str(), "delivered");
+    assert_eq!(delivery.attempts, 2);
+    let codes: Vec<Option<u16>> = attempts.iter().map(|a| a.status_code).collect();
+    assert_eq!(codes, [Some(500), Some(204)]);
+    assert!(
+        store
+            .claim_webhook_delivery(id, "c", soon)
+            .await
+            .unwrap()
+            .is_none(),
+        "delivered is final"
+    );
+
+    // Retention: nothing younger than the cut-offs goes; then the delivered row does.
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(1);
+    assert_eq!(
+        store
+            .prune_webhook_deliveries(long_ago, long_ago)
+            .await
+            .unwrap(),
+        0
+    );
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(
+        store
+            .prune_webhook_deliveries(later, long_ago)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        db_count(&db.url, "webhook_attempts", "", Vec::new()).await,
+        0,
+        "attempts cascade"
+    );
 }
