@@ -1,6 +1,6 @@
 //! Webhooks (SPEC §11): event types, the event body, signing secrets, the Standard Webhooks
 //! signature and the retry schedule. Pure rules; the outbox lives in `store::webhooks`, the
-//! sender in `crate::webhooks`.
+//! sender in the top-level `webhooks` module.
 
 use std::time::Duration;
 
