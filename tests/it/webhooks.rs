@@ -838,3 +838,108 @@ async fn a_delivery_is_claimed_by_one_owner_and_recorded_only_under_its_lease() 
         "attempts cascade"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhooks_page_creates_tests_shows_the_log_and_deletes() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn().await;
+    let http = &app.http;
+    let login = http
+        .post(app.admin_url("/ui/login"))
+        .form(&[("token", app.admin_token.expose())])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = |path: String| {
+        let request = http.get(app.admin_url(&path)).header("cookie", &cookie);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            response.text().await.unwrap()
+        }
+    };
+    let post = |path: String, fields: Vec<(&'static str, String)>| {
+        let request = http
+            .post(app.admin_url(&path))
+            .header("cookie", &cookie)
+            .form(&fields);
+        async move { request.send().await.unwrap() }
+    };
+    let list = page("/ui/webhooks".to_owned()).await;
+    assert!(list.contains("No webhook yet"), "{list}");
+    let csrf = {
+        let marker = "name=\"csrf\" value=\"";
+        let start = list.find(marker).unwrap() + marker.len();
+        list[start..start + list[start..].find('"').unwrap()].to_owned()
+    };
+
+    // Without the CSRF token nothing is created.
+    let refused = post(
+        "/ui/webhooks".to_owned(),
+        vec![("url", receiver.url("/ui"))],
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+    let created = post(
+        "/ui/webhooks".to_owned(),
+        vec![
+            ("csrf", csrf.clone()),
+            ("url", receiver.url("/ui")),
+            ("description", "from the UI".to_owned()),
+            ("events", "token.revoked".to_owned()),
+            ("events", "account.error".to_owned()),
+        ],
+    )
+    .await;
+    assert_eq!(created.status(), 200);
+    let created = created.text().await.unwrap();
+    let start = created.find("whsec_").expect("the secret is shown once");
+    let secret: String = created[start..].chars().take_while(|c| *c != '"').collect();
+    receiver.set_secret("/ui", &secret).await;
+    let endpoints = app.api().get("/api/webhooks").await;
+    let endpoint = endpoints.expect(200)["webhooks"][0].clone();
+    assert_eq!(
+        endpoint["events"],
+        json!(["token.revoked", "account.error"])
+    );
+    let id = endpoint["id"].as_str().unwrap().to_owned();
+    let list = page("/ui/webhooks".to_owned()).await;
+    assert!(
+        list.contains("from the UI") && !list.contains("whsec_"),
+        "secret shown only once"
+    );
+
+    let tested = post(
+        format!("/ui/webhooks/{id}/test"),
+        vec![("csrf", csrf.clone())],
+    )
+    .await;
+    assert_eq!(tested.status(), 200);
+    let received = receiver.wait_for("/ui", WAIT, |r| !r.is_empty()).await;
+    assert_eq!(received[0]["verified"], true);
+    let (ok, detail) = until(
+        WAIT,
+        || page(format!("/ui/webhooks/{id}")),
+        |html| html.contains("delivered"),
+    )
+    .await;
+    assert!(ok, "the log shows the delivery: {detail}");
+    assert!(
+        detail.contains("webhook.test") && detail.contains("HTTP 200"),
+        "{detail}"
+    );
+    assert!(!detail.contains("whsec_"));
+
+    let deleted = post(format!("/ui/webhooks/{id}/delete"), vec![("csrf", csrf)]).await;
+    assert_eq!(deleted.status(), 303);
+    let endpoints = app.api().get("/api/webhooks").await;
+    assert_eq!(endpoints.expect(200)["webhooks"], json!([]));
+    app.stop().await;
+}
