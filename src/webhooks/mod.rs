@@ -105,7 +105,9 @@ impl Dispatcher {
             let full = due.len() as u64 == batch;
             let mut started = 0;
             for id in due {
-                let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                // All permits busy (slow receivers): the rest waits for the next round, and
+                // this loop never blocks on a receiver.
+                let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                     return;
                 };
                 let until = Utc::now()
@@ -269,15 +271,16 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut last_prune: Option<Instant> = None;
         loop {
-            tokio::select! {
-                _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
-                () = wake.notified() => {}
-                () = tokio::time::sleep(dispatcher.poll_interval) => {}
-            }
+            // First round at once: deliveries left pending by a stopped replica go out now.
             dispatcher.dispatch_due().await;
             if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 last_prune = Some(Instant::now());
                 prune(&dispatcher.store).await;
+            }
+            tokio::select! {
+                _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(dispatcher.poll_interval) => {}
             }
         }
         let all = u32::try_from(dispatcher.max_concurrent).unwrap_or(u32::MAX);

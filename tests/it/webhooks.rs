@@ -943,3 +943,55 @@ async fn the_webhooks_page_creates_tests_shows_the_log_and_deletes() {
     assert_eq!(endpoints.expect(200)["webhooks"], json!([]));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_receivers_get_a_bounded_number_of_sends_and_a_timeout() {
+    let receiver = Receiver::start().await;
+    let app = spawn_configured(|c| {
+        c.webhooks.max_concurrent = 2;
+        c.webhooks.timeout = Duration::from_secs(2);
+    })
+    .await;
+    let (slow, _) = subscribe(&app, &receiver, "/slow", &["token.revoked"]).await;
+    receiver.delay("/slow", 0.5).await;
+    let (_, agent) = app.make_token("slow", None).await;
+    for _ in 0..6 {
+        app.api()
+            .post_empty(&format!("/api/webhooks/{slow}/test"))
+            .await
+            .expect(202);
+    }
+    // The admin API and the proxy answer while the sends are under way.
+    app.api()
+        .post_empty(&format!("/api/tokens/{agent}/revoke"))
+        .await
+        .expect(200);
+    let health = app.http.get(app.proxy_url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    wait_for_deliveries(&app, slow, Duration::from_secs(30), |d| {
+        d.len() == 7 && d.iter().all(|d| d["status"] == "delivered")
+    })
+    .await;
+    let most = receiver.max_in_flight("/slow").await;
+    assert!(
+        (1..=2).contains(&most),
+        "at most max_concurrent at once, saw {most}"
+    );
+
+    // A receiver slower than the timeout: the attempt ends and is recorded as timed out.
+    let (hung, _) = subscribe(&app, &receiver, "/hung", &["account.error"]).await;
+    receiver.delay("/hung", 5.0).await;
+    app.api()
+        .post_empty(&format!("/api/webhooks/{hung}/test"))
+        .await
+        .expect(202);
+    let deliveries = wait_for_deliveries(&app, hung, WAIT, |d| {
+        d.first().is_some_and(|d| d["attempts"].as_u64() >= Some(1))
+    })
+    .await;
+    let error = deliveries[0]["last_error"].as_str().unwrap();
+    assert!(error.contains("timed out"), "{error}");
+    assert_eq!(deliveries[0]["status"], "pending", "retried later");
+    receiver.delay("/hung", 0.0).await;
+    app.stop().await;
+}

@@ -80,6 +80,26 @@ impl Receiver {
             .await;
     }
 
+    /// Wait `seconds` before answering deliveries to `path`.
+    pub async fn delay(&self, path: &str, seconds: f64) {
+        self.control("delay", json!({"path": path, "seconds": seconds}))
+            .await;
+    }
+
+    /// The most deliveries to `path` the receiver was handling at once.
+    pub async fn max_in_flight(&self, path: &str) -> u64 {
+        let stats: Value = self
+            .http
+            .get(self.url("/_control/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats[path].as_u64().unwrap_or(0)
+    }
+
     /// Everything received so far, in order.
     pub async fn received(&self) -> Vec<Value> {
         self.http

@@ -12,7 +12,9 @@ the test). Every path except /_control/... is a webhook path. Control API (JSON)
     POST /_control/path  {"path": "/a", "secret": "whsec_..."}   the secret for a path
     POST /_control/fail  {"path": "/a", "count": 2, "status": 500} answer the next N with status
     POST /_control/redirect {"path": "/a", "location": "/b"}      answer 302 to location
+    POST /_control/delay {"path": "/a", "seconds": 0.5}          wait before answering
     GET  /_control/received                                      everything received, in order
+    GET  /_control/stats                                         {path: most requests at once}
 """
 
 import base64
@@ -30,6 +32,9 @@ lock = threading.Lock()
 secrets = {}  # path -> secret bytes
 failures = {}  # path -> [remaining count, status]
 redirects = {}  # path -> location
+delays = {}  # path -> seconds
+in_flight = {}  # path -> requests being handled now
+max_in_flight = {}  # path -> most requests handled at once
 received = []
 
 
@@ -81,6 +86,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_control/received":
             with lock:
                 self.answer(200, list(received))
+        elif self.path == "/_control/stats":
+            with lock:
+                self.answer(200, dict(max_in_flight))
         else:
             self.answer(404, {"error": "not found"})
 
@@ -89,6 +97,12 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/_control/"):
             return self.control(json.loads(body or b"{}"))
         with lock:
+            in_flight[self.path] = in_flight.get(self.path, 0) + 1
+            max_in_flight[self.path] = max(max_in_flight.get(self.path, 0), in_flight[self.path])
+            delay = delays.get(self.path, 0)
+        time.sleep(delay)
+        with lock:
+            in_flight[self.path] -= 1
             secret = secrets.get(self.path)
             rule = failures.get(self.path)
             location = redirects.get(self.path)
@@ -128,6 +142,8 @@ class Handler(BaseHTTPRequestHandler):
                 failures[path] = [int(request["count"]), int(request.get("status", 500))]
             elif self.path == "/_control/redirect":
                 redirects[path] = request["location"]
+            elif self.path == "/_control/delay":
+                delays[path] = float(request["seconds"])
             else:
                 return self.answer(404, {"error": "unknown control"})
         self.answer(200, {"ok": True})
