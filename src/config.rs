@@ -16,6 +16,9 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+/// Most webhook attempts one replica may have in flight (`webhooks.max_concurrent`).
+const MAX_WEBHOOK_SENDS: usize = 1000;
+
 /// Path read by `serve` when `--config` is not given and the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/gatehouse.toml";
 
@@ -488,11 +491,32 @@ impl Config {
                 return Err(ConfigError::new(setting, "must be longer than 0s"));
             }
         }
-        if self.webhooks.max_concurrent == 0 {
+        if !(1..=MAX_WEBHOOK_SENDS).contains(&self.webhooks.max_concurrent) {
             return Err(ConfigError::new(
                 "webhooks.max_concurrent",
-                "must be at least 1",
+                format!("must be between 1 and {MAX_WEBHOOK_SENDS}"),
             ));
+        }
+        // The claim lease is the timeout plus a margin; the schedule multiplies retry_base by
+        // up to 5760. Bounds keep both meaningful.
+        for (setting, value, most) in [
+            (
+                "webhooks.timeout",
+                self.webhooks.timeout,
+                Duration::from_secs(600),
+            ),
+            (
+                "webhooks.retry_base",
+                self.webhooks.retry_base,
+                Duration::from_secs(3600),
+            ),
+        ] {
+            if value > most {
+                return Err(ConfigError::new(
+                    setting,
+                    format!("must be at most {}", humantime::format_duration(most)),
+                ));
+            }
         }
         if self.audit.queue_capacity == 0 || self.audit.batch_size == 0 {
             return Err(ConfigError::new(

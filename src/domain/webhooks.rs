@@ -305,7 +305,9 @@ impl RetrySchedule {
     /// The wait after the `attempt`-th failed attempt (1-based), or `None` when it was the last.
     pub fn delay_after(&self, attempt: u32) -> Option<Duration> {
         let index = usize::try_from(attempt.checked_sub(1)?).ok()?;
-        RETRY_MULTIPLES.get(index).map(|m| self.base * *m)
+        RETRY_MULTIPLES
+            .get(index)
+            .map(|m| self.base.saturating_mul(*m))
     }
 }
 

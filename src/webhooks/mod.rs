@@ -93,7 +93,7 @@ impl Dispatcher {
 
     /// Claim and start every due delivery, as many at a time as there are permits.
     async fn dispatch_due(self: &Arc<Self>) {
-        let batch = u64::try_from(self.max_concurrent * 2).unwrap_or(u64::MAX);
+        let batch = u64::try_from(self.max_concurrent.saturating_mul(2)).unwrap_or(u64::MAX);
         loop {
             let due = match self.store.due_webhook_deliveries(batch).await {
                 Ok(due) => due,

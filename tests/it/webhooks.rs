@@ -174,6 +174,14 @@ async fn a_test_event_is_signed_and_verified_by_an_independent_receiver() {
     assert_eq!(deliveries[0]["attempts"], 1);
     assert_eq!(deliveries[0]["last_status_code"], 200);
     assert_eq!(deliveries[0]["attempt_log"][0]["status_code"], 200);
+    let attempt = &deliveries[0]["attempt_log"][0];
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let took = i64::try_from(attempt["duration_ms"].as_u64().unwrap()).unwrap();
+    println!(
+        "webhooks: test event queued → attempt began {} ms later, took {took} ms",
+        (time(&attempt["attempted_at"]) - time(&deliveries[0]["created_at"])).num_milliseconds()
+            - took
+    );
     let metrics = app
         .http
         .get(app.metrics_url("/metrics"))
@@ -444,7 +452,7 @@ async fn two_replicas_deliver_each_event_once() {
         let http = app.http.clone();
         async move { http.get(url).send().await.unwrap().text().await.unwrap() }
     };
-    let sent: f64 = [metrics(&first).await, metrics(&second).await]
+    let per_replica: Vec<f64> = [metrics(&first).await, metrics(&second).await]
         .iter()
         .map(|m| {
             metric(
@@ -454,7 +462,9 @@ async fn two_replicas_deliver_each_event_once() {
             )
             .unwrap_or(0.0)
         })
-        .sum();
+        .collect();
+    println!("webhooks: {EVENTS} events delivered by the two replicas: {per_replica:?}");
+    let sent: f64 = per_replica.iter().sum();
     assert_eq!(
         sent, EVENTS as f64,
         "the replicas' delivered counts add up to the events"
