@@ -1005,3 +1005,45 @@ async fn slow_receivers_get_a_bounded_number_of_sends_and_a_timeout() {
     receiver.delay("/hung", 0.0).await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_enabled_endpoints_subscribed_to_the_type_get_an_event() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn().await;
+    let (wanted, _) = subscribe(&app, &receiver, "/wanted", &["token.revoked"]).await;
+    let (disabled, _) = subscribe(&app, &receiver, "/disabled", &["token.revoked"]).await;
+    let (other, _) = subscribe(&app, &receiver, "/other", &["account.error"]).await;
+    app.api()
+        .patch(
+            &format!("/api/webhooks/{disabled}"),
+            json!({"enabled": false}),
+        )
+        .await
+        .expect(200);
+    let (_, token) = app.make_token("fan-out", None).await;
+    app.api()
+        .post_empty(&format!("/api/tokens/{token}/revoke"))
+        .await
+        .expect(200);
+    receiver.wait_for("/wanted", WAIT, |r| r.len() == 1).await;
+    for (endpoint, expected) in [(wanted, 1), (disabled, 0), (other, 0)] {
+        let log = app
+            .api()
+            .get(&format!("/api/webhooks/{endpoint}/deliveries"))
+            .await;
+        assert_eq!(
+            log.expect(200)["deliveries"].as_array().unwrap().len(),
+            expected,
+            "{endpoint}"
+        );
+    }
+    // The rows were written with the revoke, so the receiver has everything it will get.
+    let paths: Vec<Value> = receiver
+        .received()
+        .await
+        .iter()
+        .map(|r| r["path"].clone())
+        .collect();
+    assert_eq!(paths, [json!("/wanted")]);
+    app.stop().await;
+}
