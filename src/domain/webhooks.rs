@@ -116,6 +116,13 @@ impl WebhookEvent {
         )
     }
 
+    /// `account.reconnected`: the account after the connect flow, and its status before.
+    pub fn reconnected(account: &ConnectedAccount, previous_status: &str) -> Self {
+        let mut event = Self::account(EventType::AccountReconnected, account);
+        event.data["previous_status"] = json!(previous_status);
+        event
+    }
+
     /// `account.refresh_failing`: the account is still `connected`; `since` is the first
     /// failure of the run and `last_error` the latest.
     pub fn refresh_failing(account: &ConnectedAccount, since: Timestamp) -> Self {

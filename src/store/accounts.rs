@@ -156,8 +156,7 @@ impl Store {
                 .await?
                 .ok_or(StoreError::not_found("connected account"))?,
         )?;
-        let mut event = WebhookEvent::account(EventType::AccountReconnected, &account);
-        event.data["previous_status"] = serde_json::json!(before.status);
+        let event = WebhookEvent::reconnected(&account, &before.status);
         let queued = super::webhooks::enqueue(&txn, &event, None).await?;
         txn.commit().await?;
         self.outbox_written(queued);
