@@ -1047,3 +1047,51 @@ async fn only_enabled_endpoints_subscribed_to_the_type_get_an_event() {
     assert_eq!(paths, [json!("/wanted")]);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_that_fails_every_attempt_ends_failed_after_ten() {
+    // retry_base 1 ms: the whole schedule (16 687 × base) takes about 17 s.
+    let receiver = Receiver::start().await;
+    let app = spawn_configured(|c| {
+        c.webhooks.retry_base = Duration::from_millis(1);
+        c.webhooks.poll_interval = Duration::from_millis(20);
+    })
+    .await;
+    let (id, _) = subscribe(&app, &receiver, "/dead", &["token.revoked"]).await;
+    receiver.fail_next("/dead", 1000, 500).await;
+    app.api()
+        .post_empty(&format!("/api/webhooks/{id}/test"))
+        .await
+        .expect(202);
+    let deliveries = wait_for_deliveries(&app, id, Duration::from_secs(60), |d| {
+        d.first().is_some_and(|d| d["status"] == "failed")
+    })
+    .await;
+    assert_eq!(deliveries[0]["attempts"], 10);
+    assert_eq!(deliveries[0]["next_attempt_at"], Value::Null);
+    assert_eq!(deliveries[0]["attempt_log"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        receiver.received().await.len(),
+        10,
+        "no attempt after the last"
+    );
+    let metrics = app
+        .http
+        .get(app.metrics_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |outcome| {
+        metric(
+            &metrics,
+            "gatehouse_webhook_deliveries_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(count("retry"), Some(9.0), "{metrics}");
+    assert_eq!(count("failed"), Some(1.0), "{metrics}");
+    app.stop().await;
+}
