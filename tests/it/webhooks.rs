@@ -1095,3 +1095,39 @@ async fn a_delivery_that_fails_every_attempt_ends_failed_after_ten() {
     assert_eq!(count("failed"), Some(1.0), "{metrics}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_grant_seen_by_two_replicas_is_announced_once() {
+    let receiver = Receiver::start().await;
+    let (setup, _, agent, slug) = account_with_webhook(&receiver, "/both", &|_| {}).await;
+    // Revoked before the second replica starts: its first background refresh already meets
+    // the dead grant, racing the requests below.
+    assert!(setup.oidc.revoke_account("ada").await >= 1);
+    let second = crate::support::accounts::spawn_replica(&setup).await;
+    wait_for_discovery(&second, &agent, &slug).await;
+    // Forty requests at once over both replicas, all needing the refresh that finds the grant dead.
+    let results = crate::support::accounts::burst(&[&setup.app, &second], &agent, &slug, 40).await;
+    assert!(results.iter().all(|r| r.0 == 503), "{results:?}");
+    let received = receiver
+        .wait_for("/both", WAIT, |r| {
+            !of_type(r, "account.disconnected").is_empty()
+        })
+        .await;
+    // The event row was written with the status change, and the status changes once; once
+    // delivered, the log is final.
+    let written = db_count(
+        &setup.app.db.url,
+        "webhook_deliveries",
+        "event_type = 'account.disconnected'",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(written, 1, "one status change, one event");
+    assert_eq!(
+        of_type(&received, "account.disconnected").len(),
+        1,
+        "{received:#?}"
+    );
+    second.stop().await;
+    setup.app.stop().await;
+}
