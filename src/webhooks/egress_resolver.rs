@@ -36,3 +36,28 @@ impl Resolve for EgressResolver {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn loopback_answers_are_dropped_unless_private_addresses_are_allowed() {
+        let name = || Name::from_str("localhost").unwrap();
+        let strict = EgressResolver {
+            egress: EgressPolicy::new(false),
+        };
+        let refused = strict.resolve(name()).await.err().unwrap();
+        assert_eq!(refused.to_string(), "address refused by egress policy");
+        let open = EgressResolver {
+            egress: EgressPolicy::new(true),
+        };
+        let addrs: Vec<SocketAddr> = open.resolve(name()).await.unwrap().collect();
+        assert!(
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()),
+            "{addrs:?}"
+        );
+    }
+}
