@@ -359,20 +359,28 @@ async fn redirects_are_not_followed() {
         .expect(202);
     let deliveries = wait_for_deliveries(&app, id, WAIT, |d| {
         d.first()
-            .is_some_and(|d| d["attempts"] == 1 && d["status"] == "pending")
+            .is_some_and(|d| d["attempts"].as_u64() >= Some(1) && d["status"] == "pending")
     })
     .await;
     assert_eq!(deliveries[0]["last_status_code"], 302);
+    let codes = &deliveries[0]["attempt_log"];
+    assert!(
+        codes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["status_code"] == 302),
+        "{codes}"
+    );
     let paths: Vec<Value> = receiver
         .received()
         .await
         .iter()
         .map(|r| r["path"].clone())
         .collect();
-    assert_eq!(
-        paths,
-        [json!("/moved")],
-        "the redirect target was never called"
+    assert!(
+        !paths.is_empty() && paths.iter().all(|p| p == "/moved"),
+        "the redirect target was never called: {paths:?}"
     );
     app.stop().await;
 }
@@ -393,7 +401,7 @@ async fn an_address_refused_at_delivery_time_is_never_contacted() {
         .await
         .expect(202);
     let deliveries = wait_for_deliveries(&strict.app, id, WAIT, |d| {
-        d.first().is_some_and(|d| d["attempts"] == 1)
+        d.first().is_some_and(|d| d["attempts"].as_u64() >= Some(1))
     })
     .await;
     let error = deliveries[0]["last_error"].as_str().unwrap();
@@ -487,7 +495,7 @@ async fn a_pending_delivery_is_sent_by_the_next_app_after_a_restart() {
         .await
         .expect(200);
     wait_for_deliveries(&first, id, WAIT, |d| {
-        d.first().is_some_and(|d| d["attempts"] == 1)
+        d.first().is_some_and(|d| d["attempts"].as_u64() >= Some(1))
     })
     .await;
     let db = stop_keeping_db(first).await;
