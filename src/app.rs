@@ -30,6 +30,7 @@ use crate::oauth::providers::Providers;
 use crate::proxy::GatewayProxy;
 use crate::proxy::{self, ProxyHandle};
 use crate::store::{Store, StoreError};
+use crate::webhooks;
 
 /// Why `serve` could not start. One line each, naming the setting; never a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +144,7 @@ impl App {
             oauth.clone(),
             metrics.clone(),
             changes.clone(),
+            config.webhooks.refresh_failing_after,
         );
         let accounts = ConnectFlow {
             store: store.clone(),
@@ -247,6 +249,19 @@ impl App {
             )
             .into_http_service(),
         );
+        let dispatcher = webhooks::Dispatcher::new(
+            background_store.clone(),
+            secret_box.clone(),
+            EgressPolicy::new(config.upstream.allow_private),
+            metrics.clone(),
+            &config.webhooks,
+        )
+        .map_err(|e| StartupError::Http(e.to_string()))?;
+        let webhook_dispatcher = webhooks::spawn(
+            dispatcher,
+            store.outbox_signal(),
+            background_stop.subscribe(),
+        );
         let refresher = crate::credentials::access_tokens::spawn_refresher(
             access_tokens,
             background_store.clone(),
@@ -299,6 +314,7 @@ impl App {
                 refresher,
                 replication,
                 heap_trimmer,
+                webhook_dispatcher,
             ]
             .into_iter()
             .chain(retention)

@@ -16,6 +16,9 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+/// Most webhook attempts one replica may have in flight (`webhooks.max_concurrent`).
+const MAX_WEBHOOK_SENDS: usize = 1000;
+
 /// Path read by `serve` when `--config` is not given and the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/gatehouse.toml";
 
@@ -30,6 +33,7 @@ pub struct Config {
     pub secrets: SecretsConfig,
     pub audit: AuditConfig,
     pub mcp: McpConfig,
+    pub webhooks: WebhooksConfig,
     pub log: LogConfig,
     /// Per-provider overrides of the built-in endpoints and scopes, keyed by provider type.
     pub providers: BTreeMap<String, ProviderOverrides>,
@@ -139,6 +143,27 @@ pub struct AuditConfig {
 pub struct McpConfig {
     /// The largest upstream body an `api_request` tool result carries before it is cut.
     pub max_response_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Longest time one delivery attempt may take (connect, send, answer).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Most attempts in flight at once on this replica.
+    pub max_concurrent: usize,
+    /// How often the dispatcher looks for due deliveries written by other replicas (its own
+    /// are sent at once).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// The first wait of the retry schedule; the others are fixed multiples of it (5 s gives
+    /// 5 s, 30 s, 2 min, 10 min, 1 h, 2 h, 4 h, 8 h, 8 h). Only tests change it.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// How long transient refresh failures of an account last before `account.refresh_failing`.
+    #[serde(with = "humantime_serde")]
+    pub refresh_failing_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -289,6 +314,18 @@ impl Default for McpConfig {
     fn default() -> Self {
         Self {
             max_response_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            max_concurrent: 8,
+            poll_interval: Duration::from_secs(1),
+            retry_base: Duration::from_secs(5),
+            refresh_failing_after: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -460,6 +497,42 @@ impl Config {
                 "mcp.max_response_bytes",
                 "must be at least 1",
             ));
+        }
+        for (setting, value) in [
+            ("webhooks.timeout", self.webhooks.timeout),
+            ("webhooks.poll_interval", self.webhooks.poll_interval),
+            ("webhooks.retry_base", self.webhooks.retry_base),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(setting, "must be longer than 0s"));
+            }
+        }
+        if !(1..=MAX_WEBHOOK_SENDS).contains(&self.webhooks.max_concurrent) {
+            return Err(ConfigError::new(
+                "webhooks.max_concurrent",
+                format!("must be between 1 and {MAX_WEBHOOK_SENDS}"),
+            ));
+        }
+        // The claim lease is the timeout plus a margin; the schedule multiplies retry_base by
+        // up to 5760. Bounds keep both meaningful.
+        for (setting, value, most) in [
+            (
+                "webhooks.timeout",
+                self.webhooks.timeout,
+                Duration::from_secs(600),
+            ),
+            (
+                "webhooks.retry_base",
+                self.webhooks.retry_base,
+                Duration::from_secs(3600),
+            ),
+        ] {
+            if value > most {
+                return Err(ConfigError::new(
+                    setting,
+                    format!("must be at most {}", humantime::format_duration(most)),
+                ));
+            }
         }
         if self.audit.queue_capacity == 0 || self.audit.batch_size == 0 {
             return Err(ConfigError::new(

@@ -77,6 +77,15 @@ impl SecretSlot {
         }
     }
 
+    /// `webhook_endpoints.secret` of one endpoint (the signing secret's bytes).
+    pub fn webhook_secret(endpoint_id: Uuid) -> Self {
+        Self {
+            table: "webhook_endpoints",
+            column: "secret",
+            row_id: endpoint_id,
+        }
+    }
+
     fn associated_data(&self) -> Vec<u8> {
         format!("gatehouse:{}.{}:{}", self.table, self.column, self.row_id).into_bytes()
     }

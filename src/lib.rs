@@ -26,3 +26,4 @@ pub mod proxy;
 pub mod retention;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;

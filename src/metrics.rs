@@ -32,6 +32,9 @@ pub struct Metrics {
     pub connected_accounts: IntGaugeVec,
     /// `{phase}`: header, keepalive, body — clients disconnected for being too slow.
     pub client_timeouts: IntCounterVec,
+    /// `{outcome}`: delivered, retry (an attempt failed, another is scheduled), failed (the
+    /// last attempt of the schedule failed) — one count per webhook delivery attempt.
+    pub webhook_deliveries: IntCounterVec,
 }
 
 impl Metrics {
@@ -111,6 +114,14 @@ impl Metrics {
             ),
             &["phase"],
         )?;
+        let webhook_deliveries = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_webhook_deliveries_total",
+                "Webhook delivery attempts by outcome (delivered, retry, failed)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(webhook_deliveries.clone()))?;
         registry.register(Box::new(client_timeouts.clone()))?;
         registry.register(Box::new(token_cache.clone()))?;
         registry.register(Box::new(token_refresh.clone()))?;
@@ -134,6 +145,7 @@ impl Metrics {
             token_refresh_waiters,
             connected_accounts,
             client_timeouts,
+            webhook_deliveries,
         })
     }
 

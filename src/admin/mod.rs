@@ -12,6 +12,7 @@ mod stats;
 mod targets;
 mod tokens;
 mod ui;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -58,6 +59,7 @@ pub struct ErrorBody {
         (name = "tokens", description = "Agent tokens and their permissions"),
         (name = "audit", description = "One row per proxied request"),
         (name = "accounts", description = "OAuth providers and connected accounts"),
+        (name = "webhooks", description = "Signed event notifications and their delivery log"),
     )
 )]
 struct ApiDoc;
@@ -97,6 +99,14 @@ fn api() -> (Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(accounts::get_account, accounts::delete_account))
         .routes(routes!(accounts::grant_access, accounts::revoke_access))
         .routes(routes!(accounts::create_connect_link))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(
+            webhooks::get_webhook,
+            webhooks::patch_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::test_webhook))
+        .routes(routes!(webhooks::list_deliveries))
         .split_for_parts()
 }
 

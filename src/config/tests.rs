@@ -174,6 +174,24 @@ fn each_bad_setting_is_named_on_one_line() {
             vec![],
             "providers.microsoft_365.token_uri",
         ),
+        ("[webhooks]\ntimeout = \"0s\"\n", vec![], "webhooks.timeout"),
+        ("[webhooks]\ntimeout = \"1h\"\n", vec![], "webhooks.timeout"),
+        (
+            "[webhooks]\nmax_concurrent = 0\n",
+            vec![],
+            "webhooks.max_concurrent",
+        ),
+        (
+            "",
+            vec![("GATEHOUSE__WEBHOOKS__RETRY_BASE", "2h")],
+            "webhooks.retry_base",
+        ),
+        (
+            "[webhooks]\npoll_interval = \"0s\"\n",
+            vec![],
+            "webhooks.poll_interval",
+        ),
+        ("[webhooks]\nsecret = \"x\"\n", vec![], "webhooks.secret"),
     ] {
         let error = error_of(contents, &vars);
         assert_eq!(error.setting, setting, "{contents:?} {vars:?} gave {error}");

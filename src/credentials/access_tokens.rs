@@ -109,6 +109,9 @@ pub struct AccessTokens {
     method_cache: DashMap<Uuid, CachedToken>,
     method_flights: DashMap<Uuid, Flight>,
     method_backoff: DashMap<Uuid, (u32, Instant)>,
+    /// How long transient failures must last before `account.refresh_failing` is sent
+    /// (`webhooks.refresh_failing_after`).
+    refresh_failing_after: Duration,
 }
 
 fn account_info(tokens: &AccountTokens) -> AccountInfo {
@@ -147,8 +150,10 @@ impl AccessTokens {
         oauth: OAuthClient,
         metrics: Arc<Metrics>,
         changes: ChangeFeed,
+        refresh_failing_after: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
+            refresh_failing_after,
             changes,
             store,
             secrets,
@@ -429,7 +434,14 @@ impl AccessTokens {
         }
         let recorded = self
             .store
-            .record_refresh_failure(account_id, &self.owner, version, status.clone(), error)
+            .record_refresh_failure(
+                account_id,
+                &self.owner,
+                version,
+                status.clone(),
+                error,
+                self.refresh_failing_after,
+            )
             .await
             .map_err(|e| TokenError::Internal(e.to_string()))?;
         if !recorded {

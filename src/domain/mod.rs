@@ -10,6 +10,7 @@ pub mod targets;
 pub mod tokens;
 pub mod upstream_path;
 pub mod validation;
+pub mod webhooks;
 
 /// Timestamps are UTC everywhere.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

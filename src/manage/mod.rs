@@ -4,9 +4,11 @@
 
 mod targets;
 mod tokens;
+mod webhooks;
 
 pub use targets::{NewTargetInput, TargetDetail, TargetPatchInput, TargetSummary};
 pub use tokens::PermissionView;
+pub use webhooks::WebhookPatchInput;
 
 use std::sync::Arc;
 

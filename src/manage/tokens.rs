@@ -132,7 +132,7 @@ impl Management {
     }
 
     pub async fn delete_token(&self, id: Uuid) -> Result<(), ApiError> {
-        self.store.delete_agent_token(id).await?;
+        self.store.delete_agent_token_announced(id).await?;
         self.changes.publish_and_wait(ChangeEvent::Token(id)).await;
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! any transaction, and writes the new tokens guarded by owner and version, bumping the version.
 //! Works the same on SQLite and PostgreSQL (no `SELECT … FOR UPDATE`).
 
-use sea_orm::sea_query::{Condition, Expr, ExprTrait as _};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait as _, Func};
 use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _,
     QueryOrder as _,
@@ -15,6 +15,7 @@ use super::{Store, StoreError, classify, now};
 use crate::domain::Timestamp;
 use crate::domain::accounts::{AccountStatus, ConnectedAccount};
 use crate::domain::targets::Target;
+use crate::domain::webhooks::{EventType, WebhookEvent};
 use crate::store::targets::NewTarget;
 
 /// A freshly connected account with its tokens already sealed by the caller (the seal is bound
@@ -115,7 +116,8 @@ impl Store {
     }
 
     /// Reconnect in place: new tokens, status connected, lease cleared, version bumped; targets
-    /// and permissions are untouched.
+    /// and permissions are untouched. Queues `account.reconnected` (with the status before) in
+    /// the same transaction.
     pub async fn reconnect_account(
         &self,
         id: Uuid,
@@ -123,6 +125,11 @@ impl Store {
         scopes: &str,
         tokens: FreshTokens,
     ) -> Result<ConnectedAccount, StoreError> {
+        let txn = self.begin_write().await?;
+        let before = Accounts::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or(StoreError::not_found("connected account"))?;
         let mut update = write_fresh_tokens(tokens)
             .col_expr(connected_accounts::Column::Scopes, Expr::value(scopes))
             .col_expr(
@@ -140,10 +147,20 @@ impl Store {
                 Expr::value(display_name),
             );
         }
-        if update.exec(self.conn()).await?.rows_affected == 0 {
+        if update.exec(&txn).await?.rows_affected == 0 {
             return Err(StoreError::not_found("connected account"));
         }
-        self.connected_account(id).await
+        let account = account_from(
+            Accounts::find_by_id(id)
+                .one(&txn)
+                .await?
+                .ok_or(StoreError::not_found("connected account"))?,
+        )?;
+        let event = WebhookEvent::reconnected(&account, &before.status);
+        let queued = super::webhooks::enqueue(&txn, &event, None).await?;
+        txn.commit().await?;
+        self.outbox_written(queued);
+        Ok(account)
     }
 
     pub async fn account_tokens(&self, id: Uuid) -> Result<AccountTokens, StoreError> {
@@ -213,8 +230,12 @@ impl Store {
     }
 
     /// Record a failed refresh. A dead grant or misconfigured app changes the status (only if
-    /// the version is still the one that failed); a transient failure only records the error.
-    /// Either way the lease is released and the refresh token is kept.
+    /// the version is still the one that failed) and queues `account.disconnected` or
+    /// `account.error`; a transient failure only records the error and when the run of failures
+    /// began — and once that run is `failing_after` old, the one caller whose conditional
+    /// UPDATE marks it announced queues `account.refresh_failing` (once per run, across
+    /// replicas). Either way the lease is released and the refresh token is kept; the events
+    /// are written in the same transaction as the failure.
     pub async fn record_refresh_failure(
         &self,
         id: Uuid,
@@ -222,8 +243,10 @@ impl Store {
         version: i64,
         status: Option<(AccountStatus, String)>,
         error: &str,
+        failing_after: std::time::Duration,
     ) -> Result<bool, StoreError> {
         let at = now();
+        let txn = self.begin_write().await?;
         let mut update = Accounts::update_many()
             .col_expr(
                 connected_accounts::Column::RefreshLeaseOwner,
@@ -241,6 +264,11 @@ impl Store {
             .filter(connected_accounts::Column::Id.eq(id))
             .filter(connected_accounts::Column::TokenVersion.eq(version))
             .filter(connected_accounts::Column::RefreshLeaseOwner.eq(owner));
+        let event_kind = match &status {
+            Some((AccountStatus::Disconnected, _)) => Some(EventType::AccountDisconnected),
+            Some((AccountStatus::Error, _)) => Some(EventType::AccountError),
+            Some((AccountStatus::Connected, _)) | None => None,
+        };
         if let Some((status, message)) = status {
             update = update
                 .col_expr(
@@ -251,8 +279,37 @@ impl Store {
                     connected_accounts::Column::StatusMessage,
                     Expr::value(Some(message)),
                 );
+        } else {
+            update = update.col_expr(
+                connected_accounts::Column::RefreshFailingSince,
+                Expr::from(Func::coalesce([
+                    Expr::col(connected_accounts::Column::RefreshFailingSince),
+                    Expr::value(at),
+                ])),
+            );
         }
-        Ok(update.exec(self.conn()).await?.rows_affected == 1)
+        if update.exec(&txn).await?.rows_affected != 1 {
+            return Ok(false);
+        }
+        let event = match event_kind {
+            Some(kind) => {
+                let account = account_from(
+                    Accounts::find_by_id(id)
+                        .one(&txn)
+                        .await?
+                        .ok_or(StoreError::not_found("connected account"))?,
+                )?;
+                Some(WebhookEvent::account(kind, &account))
+            }
+            None => announce_refresh_failing(&txn, id, at, failing_after).await?,
+        };
+        let mut queued = 0;
+        if let Some(event) = event {
+            queued = super::webhooks::enqueue(&txn, &event, None).await?;
+        }
+        txn.commit().await?;
+        self.outbox_written(queued);
+        Ok(true)
     }
 
     /// Connected accounts (id, token expiry) whose token expires before `expiring_before` or
@@ -276,6 +333,42 @@ impl Store {
             .map(|m| (m.id, m.token_expires_at))
             .collect())
     }
+}
+
+/// Mark a run of transient failures that began `failing_after` ago as announced, and return its
+/// event — `None` when the run is younger or was announced already (by this replica or any other:
+/// the conditional UPDATE lets exactly one caller through).
+async fn announce_refresh_failing(
+    conn: &impl sea_orm::ConnectionTrait,
+    id: Uuid,
+    at: Timestamp,
+    failing_after: std::time::Duration,
+) -> Result<Option<WebhookEvent>, StoreError> {
+    let threshold = at - chrono::Duration::from_std(failing_after).unwrap_or(chrono::Duration::MAX);
+    let won = Accounts::update_many()
+        .col_expr(
+            connected_accounts::Column::RefreshFailingNotifiedAt,
+            Expr::value(Some(at)),
+        )
+        .filter(connected_accounts::Column::Id.eq(id))
+        .filter(connected_accounts::Column::RefreshFailingSince.lte(threshold))
+        .filter(connected_accounts::Column::RefreshFailingNotifiedAt.is_null())
+        .exec(conn)
+        .await?
+        .rows_affected
+        == 1;
+    if !won {
+        return Ok(None);
+    }
+    let model = Accounts::find_by_id(id)
+        .one(conn)
+        .await?
+        .ok_or(StoreError::not_found("connected account"))?;
+    let since = model.refresh_failing_since.unwrap_or(at);
+    Ok(Some(WebhookEvent::refresh_failing(
+        &account_from(model)?,
+        since,
+    )))
 }
 
 /// The UPDATE that stores new tokens: version + 1, lease released, refresh recorded; the
@@ -311,6 +404,15 @@ fn write_fresh_tokens(tokens: FreshTokens) -> sea_orm::UpdateMany<Accounts> {
             connected_accounts::Column::LastRefreshError,
             Expr::value(Option::<String>::None),
         )
+        // A success ends the run of transient failures (and its announcement).
+        .col_expr(
+            connected_accounts::Column::RefreshFailingSince,
+            Expr::value(Option::<Timestamp>::None),
+        )
+        .col_expr(
+            connected_accounts::Column::RefreshFailingNotifiedAt,
+            Expr::value(Option::<Timestamp>::None),
+        )
         .col_expr(connected_accounts::Column::UpdatedAt, Expr::value(at));
     if let Some(sealed) = tokens.sealed_refresh_token {
         update = update.col_expr(
@@ -342,6 +444,8 @@ async fn insert_account(
         status_message: Set(None),
         last_refreshed_at: Set(Some(at)),
         last_refresh_error: Set(None),
+        refresh_failing_since: Set(None),
+        refresh_failing_notified_at: Set(None),
         created_at: Set(at),
         updated_at: Set(at),
     };

@@ -13,6 +13,7 @@ pub mod oauth;
 pub mod stats;
 pub mod targets;
 pub mod tokens;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +86,9 @@ pub struct Store {
     statements: Arc<AtomicU64>,
     /// The audit INSERT text for each row count, in this database's dialect.
     audit_sql: Arc<[String]>,
+    /// Signalled after this pool wrote webhook deliveries, so this replica's dispatcher sends
+    /// them at once instead of at its next poll.
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -132,6 +136,7 @@ impl Store {
             db,
             statements,
             audit_sql,
+            outbox: Arc::new(tokio::sync::Notify::new()),
         };
         store.ping().await?;
         Ok(store)
@@ -176,6 +181,18 @@ impl Store {
 
     pub async fn close(self) {
         let _ = self.db.close().await;
+    }
+
+    /// What the webhook dispatcher waits on besides its poll interval.
+    pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox.clone()
+    }
+
+    /// Wake the local dispatcher when `written` deliveries were just committed.
+    fn outbox_written(&self, written: usize) {
+        if written > 0 {
+            self.outbox.notify_one();
+        }
     }
 
     fn conn(&self) -> &DatabaseConnection {

@@ -12,6 +12,7 @@ use super::{Store, StoreError, classify, now};
 use crate::domain::Timestamp;
 use crate::domain::ip_allowlist::IpAllowlist;
 use crate::domain::tokens::{AgentTokenRecord, TokenHash};
+use crate::domain::webhooks::{TokenRevocation, WebhookEvent};
 
 const ENTITY: &str = "token";
 
@@ -120,24 +121,61 @@ impl Store {
         self.agent_token(id).await
     }
 
-    /// Mark revoked (idempotent: a second revoke keeps the first time).
+    /// Mark revoked (idempotent: a second revoke keeps the first time). The first revoke also
+    /// queues `token.revoked`, in the same transaction.
     pub async fn revoke_agent_token(&self, id: Uuid) -> Result<AgentTokenRecord, StoreError> {
         let at = now();
-        Tokens::update_many()
+        let txn = self.begin_write().await?;
+        let changed = Tokens::update_many()
             .col_expr(tokens::Column::RevokedAt, Expr::value(at))
             .col_expr(tokens::Column::UpdatedAt, Expr::value(at))
             .filter(tokens::Column::Id.eq(id))
             .filter(tokens::Column::RevokedAt.is_null())
-            .exec(self.conn())
-            .await?;
-        self.agent_token(id).await
+            .exec(&txn)
+            .await?
+            .rows_affected
+            == 1;
+        let model = Tokens::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or(StoreError::not_found(ENTITY))?;
+        let record = to_record(model)?;
+        let mut queued = 0;
+        if changed {
+            let event = WebhookEvent::token_revoked(&record, TokenRevocation::Revoked);
+            queued = super::webhooks::enqueue(&txn, &event, None).await?;
+        }
+        txn.commit().await?;
+        self.outbox_written(queued);
+        Ok(record)
     }
 
+    /// Delete a token without announcing it (undoing a creation the caller never saw).
     pub async fn delete_agent_token(&self, id: Uuid) -> Result<(), StoreError> {
         let result = Tokens::delete_by_id(id).exec(self.conn()).await?;
         if result.rows_affected == 0 {
             return Err(StoreError::not_found(ENTITY));
         }
+        Ok(())
+    }
+
+    /// Delete a token and, unless it was revoked already (then it had stopped working and was
+    /// announced then), queue `token.revoked` (reason `deleted`) in the same transaction.
+    pub async fn delete_agent_token_announced(&self, id: Uuid) -> Result<(), StoreError> {
+        let txn = self.begin_write().await?;
+        let model = Tokens::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or(StoreError::not_found(ENTITY))?;
+        let record = to_record(model)?;
+        Tokens::delete_by_id(id).exec(&txn).await?;
+        let mut queued = 0;
+        if record.revoked_at.is_none() {
+            let event = WebhookEvent::token_revoked(&record, TokenRevocation::Deleted);
+            queued = super::webhooks::enqueue(&txn, &event, None).await?;
+        }
+        txn.commit().await?;
+        self.outbox_written(queued);
         Ok(())
     }
 

@@ -38,3 +38,4 @@ mod secrets_at_rest;
 mod store;
 mod ui_browser;
 mod ui_overview;
+mod webhooks;

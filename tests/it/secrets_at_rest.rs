@@ -78,10 +78,21 @@ async fn credentials_are_not_stored_in_plaintext() {
     .await;
     let created = api.create_token("agent").await;
     let agent_secret = created["token"].as_str().unwrap()[3..].to_owned();
+    let webhook = api
+        .post(
+            "/api/webhooks",
+            json!({"url": "https://hooks.example.com/in", "events": ["token.revoked"]}),
+        )
+        .await;
+    let webhook_secret = webhook.expect(201)["secret"].as_str().unwrap()[6..].to_owned();
+    let webhook_key = base64::engine::general_purpose::STANDARD
+        .decode(&webhook_secret)
+        .unwrap();
     let secrets = [
         canary.as_str(),
         refresh_canary.as_str(),
         agent_secret.as_str(),
+        webhook_secret.as_str(),
     ];
 
     let crate::support::TestApp { running, db, .. } = app;
@@ -105,6 +116,10 @@ async fn credentials_are_not_stored_in_plaintext() {
             }
         }
         for row in &rows {
+            assert!(
+                !row.contains(&hex::encode(&webhook_key)),
+                "the webhook signing key in row {row}"
+            );
             for secret in &secrets {
                 assert!(!row.contains(secret), "plaintext {secret} in row {row}");
                 assert!(
@@ -130,6 +145,10 @@ async fn credentials_are_not_stored_in_plaintext() {
         assert!(
             contains_bytes(&all, marker.as_bytes()),
             "control: the label is in the files {files:?}, so the search works"
+        );
+        assert!(
+            !contains_bytes(&all, &webhook_key),
+            "the webhook signing key in {files:?}"
         );
         for secret in &secrets {
             assert!(
@@ -287,6 +306,30 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         .unwrap();
     assert_ne!(proxied.status(), 200);
 
+    // A webhook: its secret is shown once and signs a test event the dispatcher tries to send.
+    let webhook = api(reqwest::Method::POST, "/api/webhooks")
+        .json(&json!({"url": "https://hooks.example.com/in", "events": ["token.revoked"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(webhook.status(), 201);
+    let webhook: serde_json::Value = webhook.json().await.unwrap();
+    let webhook_secret = webhook["secret"].as_str().unwrap()[6..].to_owned();
+    let webhook_id = webhook["id"].as_str().unwrap().to_owned();
+    let tested = api(
+        reqwest::Method::POST,
+        &format!("/api/webhooks/{webhook_id}/test"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(tested.status(), 202);
+    let listed = api(reqwest::Method::GET, "/api/webhooks")
+        .send()
+        .await
+        .unwrap();
+    assert!(!listed.text().await.unwrap().contains(&webhook_secret));
+
     let exit = terminate(&mut child);
     let _ = stderr_reader.join();
     log.extend(lines_rx.try_iter().map(|l| l + "\n"));
@@ -297,6 +340,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         ("credential canary", canary.as_str()),
         ("agent token", &agent.expose()[3..]),
         ("admin token", &admin.expose()[4..]),
+        ("webhook secret", webhook_secret.as_str()),
     ] {
         assert!(!log.contains(secret), "{what} in stderr:\n{log}");
         assert!(!stdout.contains(secret), "{what} in stdout:\n{stdout}");

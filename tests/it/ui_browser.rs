@@ -364,6 +364,39 @@ async fn admin_ui_in_a_real_browser() {
     assert_eq!(remaining, vec![billing_id]);
     browser.screenshot("12-integrations-disconnected").await;
 
+    // Webhooks: create (the secret shown once), open it, send a test event, see the log.
+    browser.goto(&ui("/ui/webhooks")).await;
+    browser
+        .css("input#webhook-url")
+        .await
+        .send_keys("https://hooks.example.com/gatehouse")
+        .await
+        .unwrap();
+    browser
+        .click_and_wait("form[action='/ui/webhooks'] button[type=submit]")
+        .await;
+    let secret = browser
+        .css("input#plaintext")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    browser.screenshot("13-webhooks-created").await;
+    browser
+        .click_and_wait("table a[href^='/ui/webhooks/']")
+        .await;
+    browser
+        .click_and_wait("form[action$='/test'] button[type=submit]")
+        .await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("webhook.test") && !text.contains(&secret),
+        "{text}"
+    );
+    browser.screenshot("14-webhook-detail").await;
+
     browser.goto(&ui("/ui/targets")).await;
     let text = browser.text().await;
     assert!(!text.contains("Managed by"), "{text}");

@@ -8,6 +8,7 @@ mod integrations;
 mod overview;
 mod targets;
 mod tokens;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,6 +80,10 @@ pub fn router() -> Router<Arc<AdminState>> {
             post(tokens::permission),
         )
         .route("/ui/audit", get(audit::page))
+        .route("/ui/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/ui/webhooks/{id}", get(webhooks::detail))
+        .route("/ui/webhooks/{id}/test", post(webhooks::test))
+        .route("/ui/webhooks/{id}/delete", post(webhooks::delete))
         .layer(Extension(sessions))
 }
 
@@ -201,6 +206,14 @@ impl FormData {
         self.0
             .iter()
             .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Every value submitted under `name` (a group of checkboxes).
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(key, _)| key == name)
             .map(|(_, value)| value.as_str())
     }
 
@@ -331,6 +344,7 @@ pub enum Nav {
     Targets,
     Tokens,
     Audit,
+    Webhooks,
 }
 
 /// A full page: header with navigation and logout, then `content`.
@@ -360,6 +374,7 @@ pub fn layout(session: &Session, nav: Nav, title: &str, content: Markup) -> Resp
                             (link(Nav::Targets, "/ui/targets", "Targets"))
                             (link(Nav::Tokens, "/ui/tokens", "Tokens"))
                             (link(Nav::Audit, "/ui/audit", "Audit log"))
+                            (link(Nav::Webhooks, "/ui/webhooks", "Webhooks"))
                         }
                     }
                     form.logout method="post" action="/ui/logout" {

@@ -24,6 +24,10 @@ pub struct Model {
     pub last_refreshed_at: Option<DateTimeUtc>,
     #[sea_orm(column_type = "Text", nullable)]
     pub last_refresh_error: Option<String>,
+    /// First transient refresh failure of the current run of failures (cleared on success).
+    pub refresh_failing_since: Option<DateTimeUtc>,
+    /// When `account.refresh_failing` was announced for that run (at most once per run).
+    pub refresh_failing_notified_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

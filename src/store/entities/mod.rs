@@ -9,3 +9,6 @@ pub mod target_auth_methods;
 pub mod targets;
 pub mod token_permissions;
 pub mod tokens;
+pub mod webhook_attempts;
+pub mod webhook_deliveries;
+pub mod webhook_endpoints;

@@ -44,6 +44,24 @@ pub async fn setup_on(
         Shape::Microsoft,
         "microsoft_365",
         microsoft_overrides,
+        &|_| {},
+    )
+    .await
+}
+
+/// [`setup`] with the Gatehouse configuration changed by `configure` first.
+pub async fn setup_configured(
+    access_ttl_secs: u64,
+    configure: &dyn Fn(&mut gatehouse::config::Config),
+) -> ConnectedSetup {
+    setup_provider(
+        TestDb::new().await,
+        access_ttl_secs,
+        None,
+        Shape::Microsoft,
+        "microsoft_365",
+        microsoft_overrides,
+        configure,
     )
     .await
 }
@@ -72,6 +90,7 @@ pub async fn setup_google_with(
             adjust(&mut overrides);
             overrides
         },
+        &|_| {},
     )
     .await
 }
@@ -85,6 +104,7 @@ async fn setup_provider(
     shape: Shape,
     provider: &'static str,
     overrides: impl FnOnce(&OidcServer) -> ProviderOverrides,
+    configure: &dyn Fn(&mut gatehouse::config::Config),
 ) -> ConnectedSetup {
     let admin_port = free_port();
     let public_url = format!("http://127.0.0.1:{admin_port}");
@@ -113,6 +133,7 @@ async fn setup_provider(
         let callback = format!("{public_url}/oauth/callback");
         oidc.set_redirect_uris(&[&callback]).await;
         let mut config = TestApp::config(&db, &admin_token, key);
+        configure(&mut config);
         config.admin.listen = format!("127.0.0.1:{admin_port}").parse().unwrap();
         config.admin.public_url = url::Url::parse(&public_url).unwrap();
         config

@@ -34,6 +34,10 @@ impl TestApp {
         // Short enough that tests polling for audit rows finish quickly.
         config.audit.flush_interval = std::time::Duration::from_millis(50);
         config.secrets.key_file = db.dir.path().join("secret.key");
+        // Webhook retries in tenths of a second (100 ms, 600 ms, 2.4 s, …) and a short poll,
+        // so retry and replica tests finish quickly.
+        config.webhooks.retry_base = std::time::Duration::from_millis(100);
+        config.webhooks.poll_interval = std::time::Duration::from_millis(100);
         config.env = EnvSecrets {
             encryption_key: Some(key),
             old_encryption_keys: Vec::new(),

@@ -15,3 +15,4 @@ pub use db::TestDb;
 pub mod agent;
 pub mod tls_upstream;
 pub mod upstream;
+pub mod webhooks;
