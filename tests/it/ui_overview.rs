@@ -43,6 +43,7 @@ async fn the_overview_shows_traffic_per_target_and_accounts_that_need_a_person()
                 "invalid_grant: consent revoked".into(),
             )),
             "invalid_grant",
+            std::time::Duration::from_secs(15 * 60),
         )
         .await
         .unwrap();
