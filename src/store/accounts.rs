@@ -269,17 +269,8 @@ impl Store {
             Some((AccountStatus::Error, _)) => Some(EventType::AccountError),
             Some((AccountStatus::Connected, _)) | None => None,
         };
-        if let Some((status, message)) = status {
-            update = update
-                .col_expr(
-                    connected_accounts::Column::Status,
-                    Expr::value(status.as_str()),
-                )
-                .col_expr(
-                    connected_accounts::Column::StatusMessage,
-                    Expr::value(Some(message)),
-                );
-        } else {
+        let transition = status;
+        if transition.is_none() {
             update = update.col_expr(
                 connected_accounts::Column::RefreshFailingSince,
                 Expr::from(Func::coalesce([
@@ -291,7 +282,30 @@ impl Store {
         if update.exec(&txn).await?.rows_affected != 1 {
             return Ok(false);
         }
+        // The status changes only if it is not already the new one: two replicas can each see
+        // the same dead grant one after the other (the lease was free again), and only the
+        // first changes the status — and announces it.
+        let mut changed = false;
+        if let Some((status, message)) = transition {
+            changed = Accounts::update_many()
+                .col_expr(
+                    connected_accounts::Column::Status,
+                    Expr::value(status.as_str()),
+                )
+                .col_expr(
+                    connected_accounts::Column::StatusMessage,
+                    Expr::value(Some(message)),
+                )
+                .filter(connected_accounts::Column::Id.eq(id))
+                .filter(connected_accounts::Column::Status.ne(status.as_str()))
+                .exec(&txn)
+                .await?
+                .rows_affected
+                == 1;
+        }
         let event = match event_kind {
+            // Already in that status: announced by whoever changed it.
+            Some(_) if !changed => None,
             Some(kind) => {
                 let account = account_from(
                     Accounts::find_by_id(id)
