@@ -29,6 +29,7 @@ use crate::oauth::client::OAuthClient;
 use crate::oauth::providers::Providers;
 use crate::proxy::GatewayProxy;
 use crate::proxy::{self, ProxyHandle};
+use crate::rate_limit::RateLimiter;
 use crate::store::{Store, StoreError};
 
 /// Why `serve` could not start. One line each, naming the setting; never a secret value.
@@ -223,6 +224,20 @@ impl App {
             changes.clone(),
             background_stop.subscribe(),
         );
+        // Rate-limit leases get a small pool of their own: they are written while requests wait
+        // on nothing, but must not queue behind snapshot reloads or the audit writer.
+        let rate_store = Store::connect(&config.database.url, 2, config.database.connect_timeout)
+            .await
+            .map_err(StartupError::Database)?;
+        let rate_limits = RateLimiter::new(
+            rate_store,
+            tokio::runtime::Handle::current(),
+            config.rate_limit.leases_per_window,
+            // Webhooks (`token.rate_limited`, SPEC §11) hook in here.
+            Arc::new(|_token_id| {}),
+        );
+        let rate_pruner =
+            crate::rate_limit::spawn_pruner(rate_limits.clone(), background_stop.subscribe());
         let in_flight = Arc::new(AtomicUsize::new(0));
         let heap_trimmer =
             crate::memory::spawn_heap_trimmer(in_flight.clone(), background_stop.subscribe());
@@ -235,6 +250,7 @@ impl App {
             upstream: config.upstream.clone(),
             in_flight,
             access_tokens: access_tokens.clone(),
+            rate_limits,
             interface: Interface::Gateway,
             mcp: None,
             upstream_roots,
@@ -290,6 +306,7 @@ impl App {
                 refresher,
                 replication,
                 heap_trimmer,
+                rate_pruner,
             ],
             grace: config.proxy.shutdown_grace,
         })

@@ -30,6 +30,7 @@ pub struct Config {
     pub secrets: SecretsConfig,
     pub audit: AuditConfig,
     pub mcp: McpConfig,
+    pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
     /// Per-provider overrides of the built-in endpoints and scopes, keyed by provider type.
     pub providers: BTreeMap<String, ProviderOverrides>,
@@ -133,6 +134,15 @@ pub struct AuditConfig {
 pub struct McpConfig {
     /// The largest upstream body an `api_request` tool result carries before it is cut.
     pub max_response_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Into how many leases a token's per-minute budget is cut: each replica leases
+    /// `rate_limit / leases_per_window` (at least 1) at a time from the shared counter. More
+    /// leases = a tighter bound across replicas, more counter writes (docs/gateway.md).
+    pub leases_per_window: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -281,6 +291,14 @@ impl Default for McpConfig {
     fn default() -> Self {
         Self {
             max_response_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            leases_per_window: 40,
         }
     }
 }
@@ -443,6 +461,12 @@ impl Config {
             return Err(ConfigError::new(
                 "mcp.max_response_bytes",
                 "must be at least 1",
+            ));
+        }
+        if !(1..=1000).contains(&self.rate_limit.leases_per_window) {
+            return Err(ConfigError::new(
+                "rate_limit.leases_per_window",
+                "must be from 1 to 1000",
             ));
         }
         if self.audit.queue_capacity == 0 || self.audit.batch_size == 0 {

@@ -23,5 +23,6 @@ pub mod memory;
 pub mod metrics;
 pub mod oauth;
 pub mod proxy;
+pub mod rate_limit;
 pub mod store;
 pub mod telemetry;

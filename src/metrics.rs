@@ -32,6 +32,9 @@ pub struct Metrics {
     pub connected_accounts: IntGaugeVec,
     /// `{phase}`: header, keepalive, body — clients disconnected for being too slow.
     pub client_timeouts: IntCounterVec,
+    /// `{target}`: requests refused for their token's rate limit (by target slug, or `-`;
+    /// never by token, whose ids are unbounded).
+    pub rate_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -111,6 +114,14 @@ impl Metrics {
             ),
             &["phase"],
         )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_rate_limited_total",
+                "Requests refused with 429 because their token's rate limit was used up, by target",
+            ),
+            &["target"],
+        )?;
+        registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(client_timeouts.clone()))?;
         registry.register(Box::new(token_cache.clone()))?;
         registry.register(Box::new(token_refresh.clone()))?;
@@ -134,6 +145,7 @@ impl Metrics {
             token_refresh_waiters,
             connected_accounts,
             client_timeouts,
+            rate_limited,
         })
     }
 

@@ -14,6 +14,7 @@ mod m20261125_000005_create_oauth_states;
 mod m20261125_000006_create_change_counter;
 mod m20261201_000007_audit_interface;
 mod m20261201_000008_oauth_state_origin;
+mod m20261201_000010_token_rate_limit;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000006_create_change_counter::Migration),
             Box::new(m20261201_000007_audit_interface::Migration),
             Box::new(m20261201_000008_oauth_state_origin::Migration),
+            Box::new(m20261201_000010_token_rate_limit::Migration),
         ]
     }
 }

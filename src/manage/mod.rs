@@ -6,7 +6,7 @@ mod targets;
 mod tokens;
 
 pub use targets::{NewTargetInput, TargetDetail, TargetPatchInput, TargetSummary};
-pub use tokens::PermissionView;
+pub use tokens::{PermissionView, TokenChanges};
 
 use std::sync::Arc;
 

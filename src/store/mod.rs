@@ -10,6 +10,7 @@ pub mod admin_tokens;
 pub mod audit;
 pub mod change_counter;
 pub mod oauth;
+pub mod rate_windows;
 pub mod targets;
 pub mod tokens;
 

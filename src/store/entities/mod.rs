@@ -8,4 +8,5 @@ pub mod oauth_states;
 pub mod target_auth_methods;
 pub mod targets;
 pub mod token_permissions;
+pub mod token_rate_windows;
 pub mod tokens;
