@@ -54,7 +54,10 @@ async fn limited_token(app: &TestApp, name: &str, rate_limit: Value) -> (String,
         .await;
     let created = reply.expect(201);
     assert_eq!(created["rate_limit"], rate_limit, "{created}");
-    (created["token"].as_str().unwrap().to_owned(), json_id(created))
+    (
+        created["token"].as_str().unwrap().to_owned(),
+        json_id(created),
+    )
 }
 
 /// Poll `/discovery` on every app (not rate limited) until it lists `slug` for `token`.
@@ -160,7 +163,12 @@ async fn audit_rows(app: &TestApp, token_id: Uuid, status: u16) -> Vec<AuditEntr
 }
 
 /// Poll (at most 10 s) until `token_id` has `count` audit rows with `status`; those rows.
-async fn wait_for_rows(app: &TestApp, token_id: Uuid, status: u16, count: usize) -> Vec<AuditEntry> {
+async fn wait_for_rows(
+    app: &TestApp,
+    token_id: Uuid,
+    status: u16,
+    count: usize,
+) -> Vec<AuditEntry> {
     let (_, rows) = until(
         Duration::from_secs(10),
         || audit_rows(app, token_id, status),
@@ -218,7 +226,11 @@ async fn two_replicas_hold_a_limit_of_600_within_ten_percent() {
         for answer in &refused {
             assert_limited(answer);
         }
-        assert_eq!(upstream.count(), ok, "only admitted requests reach the upstream");
+        assert_eq!(
+            upstream.count(),
+            ok,
+            "only admitted requests reach the upstream"
+        );
         // The shared counter never hands out more than the limit.
         let leased = first
             .running()
@@ -246,7 +258,10 @@ async fn two_replicas_hold_a_limit_of_600_within_ten_percent() {
             |total| *total >= expected,
         )
         .await;
-        assert!(counted && total == expected, "metric {total}, expected {expected}");
+        assert!(
+            counted && total == expected,
+            "metric {total}, expected {expected}"
+        );
         second.stop().await;
         first.stop().await;
         return;
@@ -309,15 +324,23 @@ async fn the_api_validates_rate_limit_and_null_clears_it() {
     api.patch(&path, json!({"rate_limit": "x"}))
         .await
         .expect_field_error(400, "rate_limit");
-    assert_eq!(api.get(&path).await.expect(200)["rate_limit"], json!(1_000_000));
+    assert_eq!(
+        api.get(&path).await.expect(200)["rate_limit"],
+        json!(1_000_000)
+    );
     // null removes the limit.
     let cleared = api.patch(&path, json!({"rate_limit": null})).await;
     assert_eq!(cleared.expect(200)["rate_limit"], Value::Null);
     let listed = api.get("/api/tokens").await;
     let tokens = listed.expect(200)["tokens"].as_array().unwrap().clone();
-    assert!(tokens.iter().all(|t| t["rate_limit"].is_null()), "{tokens:?}");
+    assert!(
+        tokens.iter().all(|t| t["rate_limit"].is_null()),
+        "{tokens:?}"
+    );
     assert_eq!(
-        api.get(&format!("/api/tokens/{unlimited}")).await.expect(200)["rate_limit"],
+        api.get(&format!("/api/tokens/{unlimited}"))
+            .await
+            .expect(200)["rate_limit"],
         Value::Null
     );
     app.stop().await;
@@ -449,7 +472,10 @@ async fn an_mcp_api_request_is_counted_once_and_refused_as_a_tool_error() {
     let rows = wait_for_rows(&app, id, 429, 2).await;
     let interfaces: Vec<Interface> = rows.iter().map(|r| r.interface).collect();
     assert!(interfaces.contains(&Interface::Mcp) && interfaces.contains(&Interface::Gateway));
-    assert!(rows.iter().all(|r| r.error.as_deref() == Some("rate_limited")));
+    assert!(
+        rows.iter()
+            .all(|r| r.error.as_deref() == Some("rate_limited"))
+    );
     app.stop().await;
 }
 
@@ -500,7 +526,12 @@ async fn the_counter_leases_only_within_the_limit_and_prunes_old_windows() {
     assert!(!store.lease_rate_budget(token, 101, 12, 11).await.unwrap());
     // Windows and tokens are counted apart.
     assert!(store.lease_rate_budget(token, 101, 11, 11).await.unwrap());
-    assert!(store.lease_rate_budget(Uuid::new_v4(), 100, 3, 3).await.unwrap());
+    assert!(
+        store
+            .lease_rate_budget(Uuid::new_v4(), 100, 3, 3)
+            .await
+            .unwrap()
+    );
 
     assert_eq!(store.prune_rate_windows(101).await.unwrap(), 2);
     assert_eq!(store.rate_budget_used(token, 100).await.unwrap(), 0);
@@ -530,7 +561,11 @@ async fn the_ui_sets_changes_and_clears_the_rate_limit() {
     assert!(page.body.contains("name=\"rate_limit\""), "{}", page.body);
     let form = |token: &str, fields: &[(&str, &str)]| {
         let mut all = vec![("csrf".to_owned(), token.to_owned())];
-        all.extend(fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        all.extend(
+            fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         all
     };
     let created = browser
@@ -538,7 +573,11 @@ async fn the_ui_sets_changes_and_clears_the_rate_limit() {
             &format!("{base}/ui/tokens"),
             &form(
                 &csrf(&page.body),
-                &[("name", "ui agent"), ("allowed_ips", ""), ("rate_limit", "90")],
+                &[
+                    ("name", "ui agent"),
+                    ("allowed_ips", ""),
+                    ("rate_limit", "90"),
+                ],
             ),
         )
         .await;
@@ -555,7 +594,10 @@ async fn the_ui_sets_changes_and_clears_the_rate_limit() {
     let bad = browser
         .post_form(
             &edit,
-            &form(&csrf(&detail.body), &[("name", "ui agent"), ("rate_limit", "ten")]),
+            &form(
+                &csrf(&detail.body),
+                &[("name", "ui agent"), ("rate_limit", "ten")],
+            ),
         )
         .await;
     assert_eq!(bad.status, 400, "{}", bad.body);
@@ -563,14 +605,20 @@ async fn the_ui_sets_changes_and_clears_the_rate_limit() {
     let zero = browser
         .post_form(
             &edit,
-            &form(&csrf(&detail.body), &[("name", "ui agent"), ("rate_limit", "0")]),
+            &form(
+                &csrf(&detail.body),
+                &[("name", "ui agent"), ("rate_limit", "0")],
+            ),
         )
         .await;
     assert_eq!(zero.status, 400, "{}", zero.body);
     let cleared = browser
         .post_form(
             &edit,
-            &form(&csrf(&detail.body), &[("name", "ui agent"), ("rate_limit", "")]),
+            &form(
+                &csrf(&detail.body),
+                &[("name", "ui agent"), ("rate_limit", "")],
+            ),
         )
         .await;
     assert_eq!(cleared.status, 303, "{}", cleared.body);
@@ -598,7 +646,14 @@ async fn cli_token_create_takes_a_rate_limit() {
             .output()
             .unwrap()
     };
-    let output = run(&["token", "create", "--name", "slow agent", "--rate-limit", "30"]);
+    let output = run(&[
+        "token",
+        "create",
+        "--name",
+        "slow agent",
+        "--rate-limit",
+        "30",
+    ]);
     assert!(output.status.success(), "{output:?}");
     let tokens = store.list_agent_tokens().await.unwrap();
     assert_eq!(tokens.len(), 1);
