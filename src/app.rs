@@ -54,6 +54,8 @@ pub enum StartupError {
     Http(String),
     #[error("upstream.extra_ca_file: {0}")]
     UpstreamCa(#[from] proxy::UpstreamCaError),
+    #[error("rate limits: {0}")]
+    RateLimit(#[from] crate::rate_limit::StartError),
 }
 
 /// Open the database named by the config and bring its schema up to date.
@@ -224,18 +226,15 @@ impl App {
             changes.clone(),
             background_stop.subscribe(),
         );
-        // Rate-limit leases get a small pool of their own: they are written while requests wait
-        // on nothing, but must not queue behind snapshot reloads or the audit writer.
-        let rate_store = Store::connect(&config.database.url, 2, config.database.connect_timeout)
-            .await
-            .map_err(StartupError::Database)?;
-        let rate_limits = RateLimiter::new(
-            rate_store,
-            tokio::runtime::Handle::current(),
+        // Rate-limit leases: a thread and a small pool of their own (`rate_limit`).
+        let rate_limits = RateLimiter::start(
+            &config.database.url,
+            config.database.connect_timeout,
             config.rate_limit.leases_per_window,
             // Webhooks (`token.rate_limited`, SPEC §11) hook in here.
             Arc::new(|_token_id| {}),
-        );
+        )
+        .await?;
         let rate_pruner =
             crate::rate_limit::spawn_pruner(rate_limits.clone(), background_stop.subscribe());
         let in_flight = Arc::new(AtomicUsize::new(0));

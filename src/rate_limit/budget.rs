@@ -24,9 +24,15 @@ pub struct Lease {
 pub enum Admission {
     /// Admitted; start `lease` (in the background) when there is one.
     Admit(Option<Lease>),
-    /// Over the limit. `first` is true once per window (for the limited hook); `lease` as above
-    /// (after a raised limit, there may be room again).
-    Limited { first: bool, lease: Option<Lease> },
+    /// Refused. `lease` as above (after a raised limit, there may be room again). `waiting`:
+    /// only the credit is spent and a lease is on its way (an early refusal; retry soon).
+    /// `first` is true the first time in a window the limit itself is reached (for the limited
+    /// hook; early refusals do not count).
+    Limited {
+        first: bool,
+        lease: Option<Lease>,
+        waiting: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -89,11 +95,15 @@ impl Budget {
             (self.confirmed + credit).min(limit_u64)
         };
         if self.spent >= ceiling {
-            let first = !self.reported;
-            self.reported = true;
+            let waiting = self.leasing && self.spent < limit_u64;
+            let first = !waiting && !self.reported;
+            if !waiting {
+                self.reported = true;
+            }
             return Admission::Limited {
                 first,
                 lease: self.next_lease(limit, lease_size),
+                waiting,
             };
         }
         self.spent += 1;
@@ -156,11 +166,28 @@ mod tests {
         }
     }
 
+    /// A refusal at the limit: whether it is the first in its window.
     fn limited(admission: Admission) -> bool {
         match admission {
-            Admission::Limited { first, .. } => first,
-            Admission::Admit(_) => panic!("expected a refusal, got {admission:?}"),
+            Admission::Limited {
+                first,
+                waiting: false,
+                ..
+            } => first,
+            _ => panic!("expected a refusal at the limit, got {admission:?}"),
         }
+    }
+
+    /// A refusal while a lease is on its way.
+    fn early(admission: Admission) -> bool {
+        matches!(
+            admission,
+            Admission::Limited {
+                first: false,
+                waiting: true,
+                ..
+            }
+        )
     }
 
     #[test]
@@ -180,8 +207,9 @@ mod tests {
         for _ in 1..15 {
             assert_eq!(admitted(budget.admit(7, 600, 15)), None);
         }
-        assert!(limited(budget.admit(7, 600, 15)), "first refusal");
-        assert!(!limited(budget.admit(7, 600, 15)), "reported once");
+        // Refused early: the limit is far, but the credit is spent until the lease lands.
+        assert!(early(budget.admit(7, 600, 15)));
+        assert!(early(budget.admit(7, 600, 15)));
         // Confirmed 16, spent 15: the next lease starts at once and asks for one lease.
         let next = budget.leased(lease, 16, 15).unwrap();
         assert_eq!(next.amount, 15);
@@ -197,7 +225,7 @@ mod tests {
         for _ in 1..MIN_CREDIT {
             assert_eq!(admitted(budget.admit(0, 100, 3)), None);
         }
-        assert!(limited(budget.admit(0, 100, 3)));
+        assert!(early(budget.admit(0, 100, 3)));
         // 10 spent, 4 confirmed: the follow-up asks for the debt of 6 plus a lease.
         assert_eq!(lease.amount, 4);
         let next = budget.leased(lease, 4, 3).unwrap();
@@ -227,7 +255,8 @@ mod tests {
             "exhausted: no more leases"
         );
         admitted(budget.admit(0, 40, 4));
-        assert!(limited(budget.admit(0, 40, 4)));
+        assert!(limited(budget.admit(0, 40, 4)), "first at the limit");
+        assert!(!limited(budget.admit(0, 40, 4)), "reported once");
         // A raised limit reopens leasing.
         match budget.admit(0, 80, 4) {
             Admission::Admit(Some(lease)) => assert_eq!(lease.limit, 80),

@@ -3,8 +3,10 @@
 //! per token that leases shares of the minute's budget from that row in the background.
 //!
 //! The request path is a `DashMap` lookup and a short uncontended lock, never a database
-//! call; tokens without a limit never get here. See docs/gateway.md "Rate limits" for the error
-//! bound, the minute boundary and the failure modes.
+//! call; tokens without a limit never get here. Leases run on a thread (a one-worker runtime)
+//! of their own with a pool of their own: a lease that waits behind busy tasks lets a replica
+//! refuse requests early, so it must not queue on the main runtime. See docs/gateway.md "Rate
+//! limits" for the error bound, the minute boundary and the failure modes.
 
 mod budget;
 
@@ -32,44 +34,86 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// SPEC §11 (`token.rate_limited`) hook in here.
 pub type LimitedHook = Arc<dyn Fn(Uuid) + Send + Sync>;
 
-/// A refused request: come back after `retry_after_secs` (the start of the next window).
+/// A refused request: come back after `retry_after_secs` — the start of the next window, or 1
+/// when this replica is only waiting for a lease to land.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
     pub retry_after_secs: u64,
 }
 
+/// Why the rate limiter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the lease thread: {0}")]
+    Thread(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 #[derive(Clone)]
 pub struct RateLimiter {
     inner: Arc<Inner>,
+    /// Owns the lease thread; lease tasks hold only `inner`, so the runtime is never dropped
+    /// from one of its own tasks.
+    _thread: Arc<LeaseThread>,
 }
 
 struct Inner {
     budgets: DashMap<Uuid, Mutex<Budget>>,
-    /// Where the shared counters live; a pool of its own, so leases never queue behind
-    /// requests' or the audit writer's statements.
+    /// Where the shared counters live: a pool of its own, opened on the lease thread.
     store: Store,
-    /// The runtime leases run on (not the proxy's).
+    /// The lease thread's runtime.
     runtime: tokio::runtime::Handle,
     leases_per_window: u32,
     on_limited: LimitedHook,
 }
 
+struct LeaseThread(Option<tokio::runtime::Runtime>);
+
+impl Drop for LeaseThread {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which tokio forbids inside async code; this does not wait.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl RateLimiter {
-    pub fn new(
-        store: Store,
-        runtime: tokio::runtime::Handle,
+    /// Start the lease thread and open the counters' pool (2 connections, commits not waiting
+    /// for the WAL flush: `Store::connect_relaxed`) on it.
+    pub async fn start(
+        database_url: &str,
+        connect_timeout: Duration,
         leases_per_window: u32,
         on_limited: LimitedHook,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, StartError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("gatehouse-rate-limit")
+            .enable_all()
+            .build()
+            .map_err(StartError::Thread)?;
+        let thread = LeaseThread(Some(runtime));
+        let handle = match &thread.0 {
+            Some(runtime) => runtime.handle().clone(),
+            None => return Err(StartError::Thread(std::io::ErrorKind::Other.into())),
+        };
+        let url = database_url.to_owned();
+        let store = handle
+            .spawn(async move { Store::connect_relaxed(&url, 2, connect_timeout).await })
+            .await
+            .map_err(|_| StoreError::Unavailable("the lease thread stopped".to_owned()))??;
+        Ok(Self {
             inner: Arc::new(Inner {
                 budgets: DashMap::new(),
                 store,
-                runtime,
+                runtime: handle,
                 leases_per_window: leases_per_window.max(1),
                 on_limited,
             }),
-        }
+            _thread: Arc::new(thread),
+        })
     }
 
     /// Admit one request of `token_id`, or say when to come back.
@@ -95,16 +139,23 @@ impl RateLimiter {
                 }
                 Ok(())
             }
-            Admission::Limited { first, lease } => {
+            Admission::Limited {
+                first,
+                lease,
+                waiting,
+            } => {
                 if let Some(lease) = lease {
                     self.start_lease(token_id, lease);
                 }
                 if first {
                     (self.inner.on_limited)(token_id);
                 }
-                Err(Limited {
-                    retry_after_secs: (WINDOW_SECS - now % WINDOW_SECS).max(1),
-                })
+                let retry_after_secs = if waiting {
+                    1
+                } else {
+                    (WINDOW_SECS - now % WINDOW_SECS).max(1)
+                };
+                Err(Limited { retry_after_secs })
             }
         }
     }
@@ -189,9 +240,10 @@ fn unix_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Prune every `PRUNE_INTERVAL` until `stop`.
+/// Prune every `PRUNE_INTERVAL` until `stop`, on the lease thread.
 pub fn spawn_pruner(limiter: RateLimiter, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    let runtime = limiter.inner.runtime.clone();
+    runtime.spawn(async move {
         let mut tick = tokio::time::interval(PRUNE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
