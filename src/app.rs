@@ -236,7 +236,7 @@ impl App {
         )
         .await?;
         let rate_pruner =
-            crate::rate_limit::spawn_pruner(rate_limits.clone(), background_stop.subscribe());
+            crate::rate_limit::spawn_pruner(&rate_limits, background_stop.subscribe());
         let in_flight = Arc::new(AtomicUsize::new(0));
         let heap_trimmer =
             crate::memory::spawn_heap_trimmer(in_flight.clone(), background_stop.subscribe());

@@ -94,11 +94,8 @@ impl RateLimiter {
             .enable_all()
             .build()
             .map_err(StartError::Thread)?;
+        let handle = runtime.handle().clone();
         let thread = LeaseThread(Some(runtime));
-        let handle = match &thread.0 {
-            Some(runtime) => runtime.handle().clone(),
-            None => return Err(StartError::Thread(std::io::ErrorKind::Other.into())),
-        };
         let url = database_url.to_owned();
         let store = handle
             .spawn(async move { Store::connect_relaxed(&url, 2, connect_timeout).await })
@@ -191,11 +188,16 @@ impl RateLimiter {
 
     /// Drop counter rows of windows before the previous one, and budgets idle for as long.
     pub async fn prune(&self) -> Result<u64, StoreError> {
+        self.inner.prune().await
+    }
+}
+
+impl Inner {
+    async fn prune(&self) -> Result<u64, StoreError> {
         let window = i64::try_from(unix_secs() / WINDOW_SECS).unwrap_or(i64::MAX);
-        self.inner
-            .budgets
+        self.budgets
             .retain(|_, budget| budget.get_mut().window() >= window - 1);
-        self.inner.store.prune_rate_windows(window - 1).await
+        self.store.prune_rate_windows(window - 1).await
     }
 }
 
@@ -240,16 +242,17 @@ fn unix_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Prune every `PRUNE_INTERVAL` until `stop`, on the lease thread.
-pub fn spawn_pruner(limiter: RateLimiter, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-    let runtime = limiter.inner.runtime.clone();
-    runtime.spawn(async move {
+/// Prune every `PRUNE_INTERVAL` until `stop`, on the lease thread (holding the budgets, not the
+/// thread itself).
+pub fn spawn_pruner(limiter: &RateLimiter, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    let inner = limiter.inner.clone();
+    limiter.inner.runtime.spawn(async move {
         let mut tick = tokio::time::interval(PRUNE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if let Err(error) = limiter.prune().await {
+                    if let Err(error) = inner.prune().await {
                         tracing::warn!(error = %error, "pruning rate limit counters failed");
                     }
                 }
