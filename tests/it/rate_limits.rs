@@ -3,6 +3,10 @@
 //! `rate_limited` and counted in `gatehouse_rate_limited_total{target}`; the API, UI and CLI
 //! fields; MCP `api_request` counted once; the fallback when the counter is unreachable.
 //!
+//! The load test sends 2 000 requests of one token round-robin over two replicas and 2 000 of
+//! another token skewed (a quarter to one replica, then the rest to the other); each must see
+//! 540–660 admitted for a limit of 600.
+//!
 //! Windows are wall-clock minutes, so every test that counts waits (bounded, < 1 minute) for a
 //! window with enough time left, and the load test checks afterwards that its requests stayed
 //! in one window (and tries again, at most three times, with a new token when they did not).
@@ -198,16 +202,37 @@ async fn two_replicas_hold_a_limit_of_600_within_ten_percent() {
     let apps = [&first, &second];
     let upstream = FakeUpstream::start().await;
     let target = first.make_target("limited", &upstream.url("/base")).await;
+    // A second token whose traffic is skewed: a quarter to one replica, then the rest to the
+    // other (what the first replica leased and did not spend is lost to the second).
+    let skewed_upstream = FakeUpstream::start().await;
+    let skewed_target = first.make_target("skewed", &skewed_upstream.url("")).await;
     for attempt in 0..3 {
         let (token, token_id) =
             limited_token(&first, &format!("busy-{attempt}"), json!(LIMIT)).await;
         first.grant(token_id, json_id(&target), false).await;
+        let (skewed, skewed_id) =
+            limited_token(&first, &format!("skewed-{attempt}"), json!(LIMIT)).await;
+        first.grant(skewed_id, json_id(&skewed_target), false).await;
         wait_for_grant(&apps, &token, "limited").await;
+        wait_for_grant(&apps, &skewed, "skewed").await;
         let limited_before = limited_metric(&apps, "limited").await;
         upstream.clear();
+        skewed_upstream.clear();
 
         let started_in = window_with(Duration::from_secs(40)).await;
         let answers = fire(&apps, "/gateway/limited/items", &token, REQUESTS, 16).await;
+        let mut skewed_answers =
+            fire(&[&first], "/gateway/skewed/x", &skewed, REQUESTS / 4, 16).await;
+        skewed_answers.extend(
+            fire(
+                &[&second],
+                "/gateway/skewed/x",
+                &skewed,
+                REQUESTS * 3 / 4,
+                16,
+            )
+            .await,
+        );
         if window() != started_in {
             eprintln!("attempt {attempt}: the requests crossed a minute boundary; again");
             continue;
@@ -231,6 +256,18 @@ async fn two_replicas_hold_a_limit_of_600_within_ten_percent() {
             ok,
             "only admitted requests reach the upstream"
         );
+        let skewed_ok = skewed_answers.iter().filter(|a| a.status == 200).count();
+        eprintln!(
+            "rate limit {LIMIT}/min over 2 replicas, skewed: {skewed_ok} of {REQUESTS} admitted"
+        );
+        assert!(
+            (540..=660).contains(&skewed_ok),
+            "{skewed_ok} admitted for a limit of {LIMIT} with skewed traffic"
+        );
+        for answer in skewed_answers.iter().filter(|a| a.status != 200) {
+            assert_limited(answer);
+        }
+        assert_eq!(skewed_upstream.count(), skewed_ok);
         // The shared counter never hands out more than the limit.
         let leased = first
             .running()
