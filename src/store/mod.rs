@@ -100,9 +100,9 @@ impl Store {
 
     /// A pool whose commits on PostgreSQL do not wait for the WAL flush
     /// (`synchronous_commit = off`), for writes that may be lost in a database crash without
-    /// harm: the rate-limit counters (a lost lease only lets a few more requests through).
-    /// Waiting for an fsync per lease made leases take up to a second on a busy disk. The SQL
-    /// is the same; SQLite in WAL mode with `synchronous = NORMAL` already commits so.
+    /// harm: the rate-limit counters (a lost lease only lets a few more requests through), so a
+    /// lease does not wait for the disk (docs/gateway.md "Rate limits"). The SQL is the same;
+    /// SQLite in WAL mode with `synchronous = NORMAL` already commits so.
     pub async fn connect_relaxed(
         url: &str,
         max_connections: u32,
