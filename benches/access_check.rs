@@ -93,6 +93,7 @@ async fn build_fixture() -> Fixture {
                 name: format!("agent {i}"),
                 hash: plaintext.hash(),
                 allowed_ips: IpAllowlist::default(),
+                rate_limit: None,
             })
             .await
             .expect("insert token");

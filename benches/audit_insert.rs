@@ -98,6 +98,7 @@ async fn fixture(store: &Store) -> Fixture {
                 name: name.clone(),
                 hash: AgentToken::generate().hash(),
                 allowed_ips: IpAllowlist::default(),
+                rate_limit: None,
             })
             .await
             .expect("token");

@@ -50,6 +50,9 @@ pub enum ApiError {
     UpstreamUnreachable,
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// After proxy step 2: the token's `rate_limit` for this minute is used up (SPEC §11).
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after_secs: u64 },
     /// The connect flow failed (SPEC §6).
     #[error(transparent)]
     Connect(#[from] crate::connect::ConnectError),
@@ -88,6 +91,7 @@ impl ApiError {
             Self::CredentialBroken => StatusCode::INTERNAL_SERVER_ERROR,
             Self::EgressDenied | Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Connect(error) => match error {
                 ConnectError::UnknownProvider
                 | ConnectError::InvalidState
@@ -187,6 +191,7 @@ impl ApiError {
             Self::EgressDenied => "egress_denied",
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Unauthorized => "unauthorized",
             Self::Validation(_) => "validation",
             Self::PayloadTooLarge => "payload_too_large",
@@ -248,6 +253,7 @@ impl ApiError {
                 TokenError::Transient { retry_after, .. }
                 | TokenError::CredentialTransient { retry_after },
             ) => Some(retry_after.as_secs().max(1)),
+            Self::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
             _ => None,
         }
     }
@@ -381,6 +387,13 @@ mod tests {
                 "upstream request failed",
             ),
             (ApiError::UpstreamTimeout, 504, "upstream timed out"),
+            (
+                ApiError::RateLimited {
+                    retry_after_secs: 12,
+                },
+                429,
+                "rate limit exceeded",
+            ),
         ];
         for (error, status, message) in cases {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
@@ -418,6 +431,11 @@ mod tests {
             "ask an admin to reconnect this account"
         );
         assert_eq!(ApiError::InvalidPath.account_details(), None);
+        let limited = ApiError::RateLimited {
+            retry_after_secs: 0,
+        };
+        assert_eq!(limited.retry_after(), Some(1), "never Retry-After: 0");
+        assert_eq!(limited.audit_code(), "rate_limited");
     }
 
     #[test]

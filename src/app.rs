@@ -29,6 +29,7 @@ use crate::oauth::client::OAuthClient;
 use crate::oauth::providers::Providers;
 use crate::proxy::GatewayProxy;
 use crate::proxy::{self, ProxyHandle};
+use crate::rate_limit::RateLimiter;
 use crate::store::{Store, StoreError};
 use crate::webhooks;
 
@@ -54,6 +55,8 @@ pub enum StartupError {
     Http(String),
     #[error("upstream.extra_ca_file: {0}")]
     UpstreamCa(#[from] proxy::UpstreamCaError),
+    #[error("rate limits: {0}")]
+    RateLimit(#[from] crate::rate_limit::StartError),
 }
 
 /// Open the database named by the config and bring its schema up to date.
@@ -225,6 +228,17 @@ impl App {
             changes.clone(),
             background_stop.subscribe(),
         );
+        // Rate-limit leases: a thread and a small pool of their own (`rate_limit`).
+        let rate_limits = RateLimiter::start(
+            &config.database.url,
+            config.database.connect_timeout,
+            config.rate_limit.leases_per_window,
+            // Webhooks (`token.rate_limited`, SPEC §11) hook in here.
+            Arc::new(|_token_id| {}),
+        )
+        .await?;
+        let rate_pruner =
+            crate::rate_limit::spawn_pruner(&rate_limits, background_stop.subscribe());
         let in_flight = Arc::new(AtomicUsize::new(0));
         let heap_trimmer =
             crate::memory::spawn_heap_trimmer(in_flight.clone(), background_stop.subscribe());
@@ -237,6 +251,7 @@ impl App {
             upstream: config.upstream.clone(),
             in_flight,
             access_tokens: access_tokens.clone(),
+            rate_limits,
             interface: Interface::Gateway,
             mcp: None,
             upstream_roots,
@@ -315,6 +330,7 @@ impl App {
                 replication,
                 heap_trimmer,
                 webhook_dispatcher,
+                rate_pruner,
             ]
             .into_iter()
             .chain(retention)

@@ -53,6 +53,9 @@ pub enum TokenCommand {
         /// Grant read-only access (GET, HEAD, OPTIONS).
         #[arg(long)]
         read_only: bool,
+        /// Requests per minute the token may make (1 to 1000000); no limit when absent.
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        rate_limit: Option<i64>,
         /// After the token, print the set-up of an MCP client that uses it (the default when
         /// stdout is a terminal; piped, only the token is printed).
         #[arg(long)]
@@ -79,11 +82,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             targets,
             read_only,
+            rate_limit,
             with_setup,
         }) => {
             use std::io::IsTerminal as _;
             let setup = with_setup || std::io::stdout().is_terminal();
-            runtime.block_on(token_create(config, &name, &targets, read_only, setup))
+            let request = TokenRequest {
+                name: &name,
+                targets: &targets,
+                read_only,
+                rate_limit,
+            };
+            runtime.block_on(token_create(config, request, setup))
         }
     }
 }
@@ -118,16 +128,27 @@ async fn admin_token(config: Config, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `token create` asks for.
+struct TokenRequest<'a> {
+    name: &'a str,
+    targets: &'a [String],
+    read_only: bool,
+    rate_limit: Option<i64>,
+}
+
 async fn token_create(
     config: Config,
-    name: &str,
-    targets: &[String],
-    read_only: bool,
+    request: TokenRequest<'_>,
     with_setup: bool,
 ) -> anyhow::Result<()> {
     let management = app::management(&config).await?;
     let result = management
-        .create_token_for_targets(name, targets, read_only)
+        .create_token_for_targets(
+            request.name,
+            request.targets,
+            request.read_only,
+            request.rate_limit,
+        )
         .await;
     management.store().clone().close().await;
     let (_, plaintext) = result.map_err(|error| anyhow::anyhow!(error.public_message()))?;

@@ -34,6 +34,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub mcp: McpConfig,
     pub webhooks: WebhooksConfig,
+    pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
     /// Per-provider overrides of the built-in endpoints and scopes, keyed by provider type.
     pub providers: BTreeMap<String, ProviderOverrides>,
@@ -164,6 +165,15 @@ pub struct WebhooksConfig {
     /// How long transient refresh failures of an account last before `account.refresh_failing`.
     #[serde(with = "humantime_serde")]
     pub refresh_failing_after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Into how many leases a token's per-minute budget is cut: each replica leases
+    /// `rate_limit / leases_per_window` (at least 1) at a time from the shared counter. More
+    /// leases = a tighter bound across replicas, more counter writes (docs/gateway.md).
+    pub leases_per_window: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,6 +336,14 @@ impl Default for WebhooksConfig {
             poll_interval: Duration::from_secs(1),
             retry_base: Duration::from_secs(5),
             refresh_failing_after: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            leases_per_window: 40,
         }
     }
 }
@@ -533,6 +551,12 @@ impl Config {
                     format!("must be at most {}", humantime::format_duration(most)),
                 ));
             }
+        }
+        if !(1..=1000).contains(&self.rate_limit.leases_per_window) {
+            return Err(ConfigError::new(
+                "rate_limit.leases_per_window",
+                "must be from 1 to 1000",
+            ));
         }
         if self.audit.queue_capacity == 0 || self.audit.batch_size == 0 {
             return Err(ConfigError::new(

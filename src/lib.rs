@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod proxy;
 pub mod retention;
+pub mod rate_limit;
 pub mod store;
 pub mod telemetry;
 pub mod webhooks;

@@ -35,6 +35,9 @@ pub struct Metrics {
     /// `{outcome}`: delivered, retry (an attempt failed, another is scheduled), failed (the
     /// last attempt of the schedule failed) — one count per webhook delivery attempt.
     pub webhook_deliveries: IntCounterVec,
+    /// `{target}`: requests refused for their token's rate limit (by target slug, or `-`;
+    /// never by token, whose ids are unbounded).
+    pub rate_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -122,6 +125,14 @@ impl Metrics {
             &["outcome"],
         )?;
         registry.register(Box::new(webhook_deliveries.clone()))?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_rate_limited_total",
+                "Requests refused with 429 because their token's rate limit was used up, by target",
+            ),
+            &["target"],
+        )?;
+        registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(client_timeouts.clone()))?;
         registry.register(Box::new(token_cache.clone()))?;
         registry.register(Box::new(token_refresh.clone()))?;
@@ -146,6 +157,7 @@ impl Metrics {
             connected_accounts,
             client_timeouts,
             webhook_deliveries,
+            rate_limited,
         })
     }
 

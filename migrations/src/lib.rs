@@ -15,6 +15,7 @@ mod m20261125_000006_create_change_counter;
 mod m20261201_000007_audit_interface;
 mod m20261201_000008_oauth_state_origin;
 mod m20261201_000009_stats_rollups;
+mod m20261201_000010_token_rate_limit;
 mod m20261201_000011_webhooks;
 
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_audit_interface::Migration),
             Box::new(m20261201_000008_oauth_state_origin::Migration),
             Box::new(m20261201_000009_stats_rollups::Migration),
+            Box::new(m20261201_000010_token_rate_limit::Migration),
             Box::new(m20261201_000011_webhooks::Migration),
         ]
     }

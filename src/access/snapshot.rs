@@ -20,6 +20,8 @@ pub struct TokenEntry {
     pub name: String,
     pub allowed_ips: IpAllowlist,
     pub revoked: bool,
+    /// Requests per minute (`rate_limit`); `None` = unlimited, which costs nothing per request.
+    pub rate_limit: Option<crate::domain::tokens::RateLimit>,
 }
 
 /// What to add to an upstream request for a target.
@@ -190,6 +192,7 @@ impl SnapshotSource {
                         revoked: t.is_revoked(),
                         name: t.name,
                         allowed_ips: t.allowed_ips,
+                        rate_limit: t.rate_limit,
                     };
                     (t.hash, Arc::new(entry))
                 })

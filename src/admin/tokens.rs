@@ -15,7 +15,7 @@ use super::json::ApiJson;
 use super::{AdminState, ErrorBody};
 use crate::api_error::ApiError;
 use crate::domain::tokens::{AgentToken, AgentTokenRecord};
-use crate::manage::{PermissionView, parse_id};
+use crate::manage::{PermissionView, TokenChanges, parse_id};
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +24,8 @@ pub struct CreateToken {
     name: String,
     /// CIDRs or bare addresses; empty or absent = any address.
     allowed_ips: Option<Vec<String>>,
+    /// Requests per minute (1 to 1 000 000); null or absent = unlimited.
+    rate_limit: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -31,6 +33,19 @@ pub struct CreateToken {
 pub struct PatchToken {
     name: Option<String>,
     allowed_ips: Option<Vec<String>>,
+    /// Requests per minute (1 to 1 000 000); null removes the limit, absent keeps it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    rate_limit: Option<Option<i64>>,
+}
+
+/// A field that is present, even as `null` (`Some(None)`), as opposed to absent (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -46,6 +61,8 @@ pub struct TokenBody {
     id: Uuid,
     name: String,
     allowed_ips: Vec<String>,
+    /// Requests per minute; null = unlimited.
+    rate_limit: Option<u32>,
     revoked: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -90,6 +107,7 @@ impl From<AgentTokenRecord> for TokenBody {
             revoked: record.is_revoked(),
             name: record.name,
             allowed_ips: record.allowed_ips.to_strings(),
+            rate_limit: record.rate_limit.map(|l| l.per_minute()),
             created_at: record.created_at,
             updated_at: record.updated_at,
             revoked_at: record.revoked_at,
@@ -140,7 +158,7 @@ pub async fn create_token(
 ) -> Result<(StatusCode, Json<NewTokenBody>), ApiError> {
     let created = state
         .management
-        .create_token(&body.name, body.allowed_ips.as_deref())
+        .create_token(&body.name, body.allowed_ips.as_deref(), body.rate_limit)
         .await?;
     Ok((StatusCode::CREATED, Json(with_plaintext(created))))
 }
@@ -170,8 +188,11 @@ pub async fn patch_token(
         .management
         .update_token(
             parse_id("id", &id)?,
-            body.name.as_deref(),
-            body.allowed_ips.as_deref(),
+            TokenChanges {
+                name: body.name.as_deref(),
+                allowed_ips: body.allowed_ips.as_deref(),
+                rate_limit: body.rate_limit,
+            },
         )
         .await?;
     Ok(Json(record.into()))

@@ -140,6 +140,16 @@ fn each_bad_setting_is_named_on_one_line() {
         ("[database]\nurl = \"mysql://x\"\n", vec![], "database.url"),
         ("[log]\nformat = \"xml\"\n", vec![], "log.format"),
         (
+            "[rate_limit]\nleases_per_window = 0\n",
+            vec![],
+            "rate_limit.leases_per_window",
+        ),
+        (
+            "",
+            vec![("GATEHOUSE__RATE_LIMIT__LEASES_PER_WINDOW", "5000")],
+            "rate_limit.leases_per_window",
+        ),
+        (
             "[upstream]\nextra_ca_file = \"\"\n",
             vec![],
             "upstream.extra_ca_file",

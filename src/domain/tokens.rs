@@ -162,6 +162,53 @@ mod tests {
         let shown = format!("{token:?}");
         assert!(!shown.contains(&token.expose()[3..]), "{shown}");
     }
+
+    #[test]
+    fn rate_limits_are_whole_positive_and_bounded() {
+        assert_eq!(RateLimit::parse("rate_limit", 1).unwrap().per_minute(), 1);
+        assert_eq!(
+            RateLimit::parse("rate_limit", i64::from(RateLimit::MAX))
+                .unwrap()
+                .per_minute(),
+            RateLimit::MAX
+        );
+        for bad in [0, -1, i64::from(RateLimit::MAX) + 1, i64::MAX, i64::MIN] {
+            let error = RateLimit::parse("rate_limit", bad).unwrap_err();
+            assert_eq!(error.field, "rate_limit", "{bad}");
+        }
+    }
+}
+
+/// Requests per minute a token may make (SPEC §3 `tokens.rate_limit`); no value = unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit(std::num::NonZeroU32);
+
+impl RateLimit {
+    /// The highest accepted limit: 1 000 000 per minute (~16 700 per second) is already more
+    /// than one replica serves; anything above is a typo, not a policy.
+    pub const MAX: u32 = 1_000_000;
+
+    /// A limit from untrusted input, naming `field` when it is out of range.
+    pub fn parse(field: &str, value: i64) -> Result<Self, super::validation::ValidationError> {
+        u32::try_from(value)
+            .ok()
+            .filter(|v| *v <= Self::MAX)
+            .and_then(std::num::NonZeroU32::new)
+            .map(Self)
+            .ok_or_else(|| {
+                super::validation::ValidationError::new(
+                    field,
+                    format!(
+                        "must be a whole number of requests per minute from 1 to {}, or null for no limit",
+                        Self::MAX
+                    ),
+                )
+            })
+    }
+
+    pub fn per_minute(self) -> u32 {
+        self.0.get()
+    }
 }
 
 /// An agent token as stored (the plaintext is never stored).
@@ -171,6 +218,7 @@ pub struct AgentTokenRecord {
     pub name: String,
     pub hash: TokenHash,
     pub allowed_ips: super::ip_allowlist::IpAllowlist,
+    pub rate_limit: Option<RateLimit>,
     pub created_at: super::Timestamp,
     pub updated_at: super::Timestamp,
     pub revoked_at: Option<super::Timestamp>,

@@ -7,7 +7,7 @@ mod tokens;
 mod webhooks;
 
 pub use targets::{NewTargetInput, TargetDetail, TargetPatchInput, TargetSummary};
-pub use tokens::PermissionView;
+pub use tokens::{PermissionView, TokenChanges};
 pub use webhooks::WebhookPatchInput;
 
 use std::sync::Arc;

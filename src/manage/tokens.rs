@@ -7,7 +7,7 @@ use crate::api_error::ApiError;
 use crate::change_feed::ChangeEvent;
 use crate::domain::ip_allowlist::IpAllowlist;
 use crate::domain::targets::{Permission, Target};
-use crate::domain::tokens::{AgentToken, AgentTokenRecord};
+use crate::domain::tokens::{AgentToken, AgentTokenRecord, RateLimit};
 use crate::domain::validation::ValidationError;
 use crate::store::tokens::{AgentTokenPatch, NewAgentToken};
 
@@ -22,15 +22,31 @@ fn allowlist(entries: &[String]) -> Result<IpAllowlist, ValidationError> {
     IpAllowlist::parse(entries).map_err(|e| ValidationError::new("allowed_ips", e.to_string()))
 }
 
+/// `rate_limit` from input: `None` = unlimited.
+fn rate_limit(value: Option<i64>) -> Result<Option<RateLimit>, ValidationError> {
+    value.map(|v| RateLimit::parse("rate_limit", v)).transpose()
+}
+
+/// Fields of a token an admin may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TokenChanges<'a> {
+    pub name: Option<&'a str>,
+    pub allowed_ips: Option<&'a [String]>,
+    /// `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<i64>>,
+}
+
 impl Management {
     /// Create a token; the plaintext is returned this once and never stored.
     pub async fn create_token(
         &self,
         name: &str,
         allowed_ips: Option<&[String]>,
+        rate_limit_per_minute: Option<i64>,
     ) -> Result<(AgentTokenRecord, AgentToken), ApiError> {
         let name = valid_name("name", name)?;
         let allowed_ips = allowlist(allowed_ips.unwrap_or_default())?;
+        let rate_limit = rate_limit(rate_limit_per_minute)?;
         let plaintext = AgentToken::generate();
         let record = self
             .store
@@ -38,6 +54,7 @@ impl Management {
                 name,
                 hash: plaintext.hash(),
                 allowed_ips,
+                rate_limit,
             })
             .await?;
         self.changes
@@ -53,7 +70,9 @@ impl Management {
         name: &str,
         slugs: &[String],
         read_only: bool,
+        rate_limit_per_minute: Option<i64>,
     ) -> Result<(AgentTokenRecord, AgentToken), ApiError> {
+        rate_limit(rate_limit_per_minute)?;
         let mut targets = Vec::with_capacity(slugs.len());
         for slug in slugs {
             match self.store.target_by_slug(slug).await {
@@ -68,7 +87,7 @@ impl Management {
                 Err(error) => return Err(error.into()),
             }
         }
-        let (record, plaintext) = self.create_token(name, None).await?;
+        let (record, plaintext) = self.create_token(name, None, rate_limit_per_minute).await?;
         if !targets.is_empty() {
             if let Err(error) = self
                 .store
@@ -99,12 +118,12 @@ impl Management {
     pub async fn update_token(
         &self,
         id: Uuid,
-        name: Option<&str>,
-        allowed_ips: Option<&[String]>,
+        changes: TokenChanges<'_>,
     ) -> Result<AgentTokenRecord, ApiError> {
         let patch = AgentTokenPatch {
-            name: name.map(|n| valid_name("name", n)).transpose()?,
-            allowed_ips: allowed_ips.map(allowlist).transpose()?,
+            name: changes.name.map(|n| valid_name("name", n)).transpose()?,
+            allowed_ips: changes.allowed_ips.map(allowlist).transpose()?,
+            rate_limit: changes.rate_limit.map(rate_limit).transpose()?,
         };
         let record = self.store.update_agent_token(id, patch).await?;
         self.changes.publish_and_wait(ChangeEvent::Token(id)).await;

@@ -4,8 +4,10 @@
 //! - `new_ctx`: a `RequestCtx`, counted in flight for the shutdown drain.
 //! - `request_filter`: route; `/health` and `/discovery` are answered here; `/mcp` is handed
 //!   to the MCP service after steps 1–2 (`mcp_endpoint`); for `/gateway/{slug}/…` SPEC §4
-//!   steps 1–6 run in order (`access`, path rules, credential) and a refusal is written through
-//!   `respond::error`.
+//!   steps 1–6 run in order (`access`, the token's rate limit right after step 2, path rules,
+//!   credential) and a refusal is written through `respond::error`. The rate limit counts
+//!   `/gateway` requests only, on both instances: an MCP `api_request` is counted once, by
+//!   its inner gateway request, and the `/mcp` HTTP request that carried it is not.
 //! - `upstream_peer`: resolve, egress-check and build the peer (`upstream`).
 //! - `upstream_request_filter`: path, headers, credential (`headers`).
 //! - `response_filter`: strip hop-by-hop and credential-revealing headers.
@@ -80,6 +82,7 @@ use crate::domain::upstream_path::{self, Route};
 use crate::egress::EgressPolicy;
 use crate::mcp::{McpCaller, McpHttpService};
 use crate::metrics::{Metrics, status_class};
+use crate::rate_limit::RateLimiter;
 use client_timeouts::Phase;
 
 /// Shared state of the proxy listener.
@@ -92,6 +95,8 @@ pub struct GatewayProxy {
     pub upstream: UpstreamConfig,
     pub in_flight: Arc<AtomicUsize>,
     pub access_tokens: Arc<crate::credentials::AccessTokens>,
+    /// Per-token rate limits (SPEC §11), shared by both instances.
+    pub rate_limits: RateLimiter,
     /// `gateway` on the listener; `mcp` on the instance behind the `api_request` tool.
     pub interface: Interface,
     /// The MCP endpoint, on the listener's instance only.
@@ -114,6 +119,7 @@ impl GatewayProxy {
             upstream: self.upstream.clone(),
             in_flight: self.in_flight.clone(),
             access_tokens: self.access_tokens.clone(),
+            rate_limits: self.rate_limits.clone(),
             interface: Interface::Mcp,
             mcp: None,
             upstream_roots: self.upstream_roots.clone(),
@@ -141,6 +147,14 @@ impl GatewayProxy {
         let caller = self.authenticate(session, ctx)?;
         ctx.caller = Some(caller.token.clone());
         ctx.slug = Some(slug.to_owned());
+        // After step 2, before step 3 (SPEC §11): the token is known. Unlimited tokens skip it.
+        if let Some(limit) = caller.token.rate_limit {
+            self.rate_limits
+                .check(caller.token.id, limit)
+                .map_err(|limited| ApiError::RateLimited {
+                    retry_after_secs: limited.retry_after_secs,
+                })?;
+        }
         let grant = self
             .access
             .authorize(&caller, slug, &session.req_header().method)?;
@@ -507,6 +521,9 @@ impl ProxyHttp for GatewayProxy {
             self.metrics
                 .request_duration
                 .observe(ctx.started.elapsed().as_secs_f64());
+            if matches!(ctx.failure, Some(ApiError::RateLimited { .. })) {
+                self.metrics.rate_limited.with_label_values(&[label]).inc();
+            }
         }
         if let Some(entry) = self.audit_entry(session, ctx, target.as_deref(), status) {
             self.audit.record(entry);

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod change_counter;
 pub mod oauth;
 pub mod stats;
+pub mod rate_windows;
 pub mod targets;
 pub mod tokens;
 pub mod webhooks;
@@ -99,6 +100,28 @@ impl Store {
         max_connections: u32,
         connect_timeout: Duration,
     ) -> Result<Self, StoreError> {
+        Self::open(url, max_connections, connect_timeout, false).await
+    }
+
+    /// A pool whose commits on PostgreSQL do not wait for the WAL flush
+    /// (`synchronous_commit = off`), for writes that may be lost in a database crash without
+    /// harm: the rate-limit counters (a lost lease only lets a few more requests through), so a
+    /// lease does not wait for the disk (docs/gateway.md "Rate limits"). The SQL is the same;
+    /// SQLite in WAL mode with `synchronous = NORMAL` already commits so.
+    pub async fn connect_relaxed(
+        url: &str,
+        max_connections: u32,
+        connect_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        Self::open(url, max_connections, connect_timeout, true).await
+    }
+
+    async fn open(
+        url: &str,
+        max_connections: u32,
+        connect_timeout: Duration,
+        relaxed_commits: bool,
+    ) -> Result<Self, StoreError> {
         if let Some(path) = sqlite_file_path(url)
             && let Some(parent) = std::path::Path::new(&path).parent()
             && !parent.as_os_str().is_empty()
@@ -123,6 +146,9 @@ impl Store {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(5))
             });
+        if relaxed_commits {
+            options.map_sqlx_postgres_opts(|opts| opts.options([("synchronous_commit", "off")]));
+        }
         let mut db = Database::connect(options)
             .await
             .map_err(|e| StoreError::Unavailable(sanitize(&e.to_string(), url)))?;

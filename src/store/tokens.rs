@@ -11,7 +11,7 @@ use super::entities::tokens::{self, Entity as Tokens};
 use super::{Store, StoreError, classify, now};
 use crate::domain::Timestamp;
 use crate::domain::ip_allowlist::IpAllowlist;
-use crate::domain::tokens::{AgentTokenRecord, TokenHash};
+use crate::domain::tokens::{AgentTokenRecord, RateLimit, TokenHash};
 use crate::domain::webhooks::{TokenRevocation, WebhookEvent};
 
 const ENTITY: &str = "token";
@@ -22,6 +22,7 @@ pub struct NewAgentToken {
     pub name: String,
     pub hash: TokenHash,
     pub allowed_ips: IpAllowlist,
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Fields an admin may change; `None` leaves a field as it is.
@@ -29,6 +30,8 @@ pub struct NewAgentToken {
 pub struct AgentTokenPatch {
     pub name: Option<String>,
     pub allowed_ips: Option<IpAllowlist>,
+    /// `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<RateLimit>>,
 }
 
 impl Store {
@@ -42,6 +45,7 @@ impl Store {
             name: Set(new.name),
             token_hash: Set(new.hash.as_str().to_owned()),
             allowed_ips: Set(serde_json::json!(new.allowed_ips.to_strings())),
+            rate_limit: Set(new.rate_limit.map(stored_limit)),
             created_at: Set(at),
             updated_at: Set(at),
             revoked_at: Set(None),
@@ -97,6 +101,9 @@ impl Store {
         }
         if let Some(allowed_ips) = patch.allowed_ips {
             model.allowed_ips = Set(serde_json::json!(allowed_ips.to_strings()));
+        }
+        if let Some(rate_limit) = patch.rate_limit {
+            model.rate_limit = Set(rate_limit.map(stored_limit));
         }
         model.updated_at = Set(now());
         to_record(model.update(self.conn()).await?)
@@ -200,7 +207,19 @@ pub(super) async fn touch_tokens(
     Ok(())
 }
 
+/// `RateLimit::MAX` fits an `i32` column with room to spare.
+fn stored_limit(limit: RateLimit) -> i32 {
+    i32::try_from(limit.per_minute()).unwrap_or(i32::MAX)
+}
+
 fn to_record(model: tokens::Model) -> Result<AgentTokenRecord, StoreError> {
+    let rate_limit = model
+        .rate_limit
+        .map(|limit| {
+            RateLimit::parse("rate_limit", i64::from(limit))
+                .map_err(|e| StoreError::corrupt(ENTITY, e.to_string()))
+        })
+        .transpose()?;
     let entries: Vec<String> = serde_json::from_value(model.allowed_ips)
         .map_err(|e| StoreError::corrupt(ENTITY, format!("allowed_ips: {e}")))?;
     let allowed_ips = IpAllowlist::parse(&entries)
@@ -210,6 +229,7 @@ fn to_record(model: tokens::Model) -> Result<AgentTokenRecord, StoreError> {
         name: model.name,
         hash: TokenHash::from_stored(model.token_hash),
         allowed_ips,
+        rate_limit,
         created_at: model.created_at,
         updated_at: model.updated_at,
         revoked_at: model.revoked_at,

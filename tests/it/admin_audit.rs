@@ -49,6 +49,7 @@ async fn seed(app: &TestApp) -> Seeded {
                 name: name.into(),
                 hash: AgentToken::generate().hash(),
                 allowed_ips: IpAllowlist::default(),
+                rate_limit: None,
             })
             .await
             .unwrap();

@@ -581,6 +581,7 @@ async fn managed_targets_change_only_through_their_account() {
             name: "agent".into(),
             hash: AgentToken::generate().hash(),
             allowed_ips: IpAllowlist::default(),
+            rate_limit: None,
         })
         .await
         .unwrap();

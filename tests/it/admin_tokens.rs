@@ -13,10 +13,11 @@ use uuid::Uuid;
 use crate::support::admin::{json_id, managed_target};
 use crate::support::{TestApp, TestDb};
 
-const TOKEN_KEYS: [&str; 8] = [
+const TOKEN_KEYS: [&str; 9] = [
     "id",
     "name",
     "allowed_ips",
+    "rate_limit",
     "revoked",
     "created_at",
     "updated_at",

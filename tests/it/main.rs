@@ -33,6 +33,7 @@ mod proxy_forwarding;
 mod proxy_logs;
 mod proxy_paths;
 mod proxy_tls;
+mod rate_limits;
 mod replica_propagation;
 mod secrets_at_rest;
 mod store;

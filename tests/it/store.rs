@@ -46,6 +46,7 @@ async fn agent_tokens_round_trip() {
             name: "ci bot".into(),
             hash: plaintext.hash(),
             allowed_ips: IpAllowlist::parse(&["10.0.0.0/8", "127.0.0.1"]).unwrap(),
+            rate_limit: None,
         })
         .await
         .unwrap();
@@ -64,6 +65,7 @@ async fn agent_tokens_round_trip() {
             name: "dup".into(),
             hash: plaintext.hash(),
             allowed_ips: IpAllowlist::default(),
+            rate_limit: None,
         })
         .await;
     assert!(matches!(
@@ -79,6 +81,7 @@ async fn agent_tokens_round_trip() {
             AgentTokenPatch {
                 name: Some("renamed".into()),
                 allowed_ips: Some(IpAllowlist::default()),
+                rate_limit: None,
             },
         )
         .await
@@ -229,6 +232,7 @@ async fn targets_auth_methods_and_permissions_round_trip_and_cascade() {
             name: "agent".into(),
             hash: AgentToken::generate().hash(),
             allowed_ips: IpAllowlist::default(),
+            rate_limit: None,
         })
         .await
         .unwrap();
@@ -398,6 +402,7 @@ async fn an_audit_batch_commits_rows_and_token_use_together_or_not_at_all() {
             name: "agent".into(),
             hash: AgentToken::generate().hash(),
             allowed_ips: IpAllowlist::default(),
+            rate_limit: None,
         })
         .await
         .unwrap();

@@ -258,6 +258,12 @@ async fn admin_ui_in_a_real_browser() {
         .await
         .unwrap();
     browser
+        .css("input#token-rate-limit")
+        .await
+        .send_keys("120")
+        .await
+        .unwrap();
+    browser
         .click_and_wait("form[action='/ui/tokens'] button[type=submit]")
         .await;
     let plaintext = browser
@@ -283,6 +289,16 @@ async fn admin_ui_in_a_real_browser() {
         format!("Bearer {plaintext}")
     );
     browser.screenshot("08-tokens-created").await;
+    let agent_two = store
+        .agent_token_by_hash(
+            &gatehouse::domain::tokens::AgentToken::parse(&plaintext)
+                .unwrap()
+                .hash(),
+        )
+        .await
+        .unwrap()
+        .expect("agent-two stored");
+    assert_eq!(agent_two.rate_limit.map(|l| l.per_minute()), Some(120));
 
     browser.goto(&ui(&format!("/ui/tokens/{agent_id}"))).await;
     let form = format!("form[action='/ui/tokens/{agent_id}/permissions/{billing_id}']");

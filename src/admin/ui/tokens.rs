@@ -1,5 +1,5 @@
-//! `/ui/tokens`: create (plaintext shown once), rename, allowed IPs, revoke, regenerate, and
-//! permissions per target.
+//! `/ui/tokens`: create (plaintext shown once), rename, allowed IPs, rate limit, revoke,
+//! regenerate, and permissions per target.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +12,8 @@ use uuid::Uuid;
 use super::{Nav, Session, UiResult, layout, see_other, when};
 use crate::admin::AdminState;
 use crate::domain::tokens::{AgentToken, AgentTokenRecord};
-use crate::manage::parse_id;
+use crate::domain::validation::ValidationError;
+use crate::manage::{TokenChanges, parse_id};
 use crate::mcp::setup;
 use url::Url;
 
@@ -22,6 +23,27 @@ fn ip_list(text: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// The rate-limit field: empty = unlimited; the range is checked by `Management`.
+fn form_rate_limit(text: &str) -> Result<Option<i64>, ValidationError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        ValidationError::new(
+            "rate_limit",
+            "must be a whole number of requests per minute, or empty for no limit",
+        )
+    })
+}
+
+fn rate_limit_text(token: &AgentTokenRecord) -> String {
+    token
+        .rate_limit
+        .map(|l| l.per_minute().to_string())
+        .unwrap_or_default()
 }
 
 /// The plaintext of a new or regenerated token, shown this once, with the set-up of an MCP
@@ -65,7 +87,7 @@ async fn list_page(session: &Session, state: &AdminState, created: Option<Markup
                 caption.sr-only { "Agent tokens" }
                 thead { tr {
                     th scope="col" { "Name" } th scope="col" { "Allowed IPs" }
-                    th scope="col" { "Created" } th scope="col" { "Last used" } th scope="col" { "State" }
+                    th scope="col" { "Rate limit" } th scope="col" { "Created" } th scope="col" { "Last used" } th scope="col" { "State" }
                 } }
                 tbody {
                     @for token in &tokens {
@@ -73,6 +95,7 @@ async fn list_page(session: &Session, state: &AdminState, created: Option<Markup
                             th scope="row" { a href=(format!("/ui/tokens/{}", token.id)) { (token.name) } }
                             td { @let ips = token.allowed_ips.to_strings();
                                  @if ips.is_empty() { span.muted { "any" } } @else { (ips.join(", ")) } }
+                            td { @match token.rate_limit { Some(limit) => { (limit.per_minute()) " / min" }, None => span.muted { "none" } } }
                             td { (when(&token.created_at)) }
                             td { @match &token.last_used_at { Some(at) => (when(at)), None => span.muted { "never" } } }
                             td { @if token.is_revoked() { span.badge.bad { "revoked" } } @else { span.badge.ok { "active" } } }
@@ -89,6 +112,8 @@ async fn list_page(session: &Session, state: &AdminState, created: Option<Markup
                 input #token-name type="text" name="name" required;
                 label for="token-ips" { "Allowed IPs (optional)" }
                 input #token-ips type="text" name="allowed_ips" placeholder="10.0.0.0/8, 192.0.2.7";
+                label for="token-rate-limit" { "Rate limit, requests per minute (optional)" }
+                input #token-rate-limit type="number" name="rate_limit" min="1" step="1" placeholder="no limit";
                 div.span { button.primary type="submit" { "Create token" } }
             }
         }
@@ -107,9 +132,10 @@ pub async fn create(
 ) -> UiResult {
     let form = session.form(&body)?;
     let ips = ip_list(form.get("allowed_ips").unwrap_or_default());
+    let rate_limit = form_rate_limit(form.get("rate_limit").unwrap_or_default())?;
     let (record, plaintext) = state
         .management
-        .create_token(form.get("name").unwrap_or_default(), Some(&ips))
+        .create_token(form.get("name").unwrap_or_default(), Some(&ips), rate_limit)
         .await?;
     list_page(
         &session,
@@ -154,6 +180,9 @@ async fn detail_page(
                 label for="token-ips" { "Allowed IPs" }
                 input #token-ips type="text" name="allowed_ips" value=(token.allowed_ips.to_strings().join(", "))
                     placeholder="any address";
+                label for="token-rate-limit" { "Rate limit, requests per minute" }
+                input #token-rate-limit type="number" name="rate_limit" min="1" step="1"
+                    value=(rate_limit_text(&token)) placeholder="no limit";
                 div.span { button.primary type="submit" { "Save" } }
             }
         }
@@ -233,9 +262,18 @@ pub async fn edit(
     let form = session.form(&body)?;
     let id = parse_id("id", &id)?;
     let ips = ip_list(form.get("allowed_ips").unwrap_or_default());
+    // Absent keeps the limit (an older form); present and empty removes it.
+    let rate_limit = form.get("rate_limit").map(form_rate_limit).transpose()?;
     state
         .management
-        .update_token(id, form.get("name"), Some(&ips))
+        .update_token(
+            id,
+            TokenChanges {
+                name: form.get("name"),
+                allowed_ips: Some(&ips),
+                rate_limit,
+            },
+        )
         .await?;
     Ok(see_other(&format!("/ui/tokens/{id}")))
 }

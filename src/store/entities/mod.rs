@@ -8,6 +8,7 @@ pub mod oauth_states;
 pub mod target_auth_methods;
 pub mod targets;
 pub mod token_permissions;
+pub mod token_rate_windows;
 pub mod tokens;
 pub mod webhook_attempts;
 pub mod webhook_deliveries;

@@ -11,6 +11,8 @@ pub struct Model {
     /// JSON array of CIDR strings; empty = any address.
     #[sea_orm(column_type = "JsonBinary")]
     pub allowed_ips: Json,
+    /// Requests per minute; null = unlimited.
+    pub rate_limit: Option<i32>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub revoked_at: Option<DateTimeUtc>,

@@ -105,6 +105,17 @@ impl TestApp {
         format!("http://{}{path}", self.running().metrics_addr)
     }
 
+    /// A second replica: another app on the same database, with the same admin token and
+    /// encryption key (the token-only setup; `accounts::spawn_replica` adds OAuth providers).
+    pub async fn spawn_replica(&self) -> TestApp {
+        let db = TestDb {
+            url: self.db.url.clone(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let config = Self::config(&db, &self.admin_token, self.encryption_key);
+        Self::spawn_with(db, self.admin_token.clone(), self.encryption_key, config).await
+    }
+
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown().await;

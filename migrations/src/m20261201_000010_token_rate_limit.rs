@@ -1,0 +1,68 @@
+//! Per-token rate limits (SPEC §3 `tokens.rate_limit`, §11): the limit itself, and
+//! `token_rate_windows`, the shared counter per token and minute that replicas lease budget
+//! from. No foreign key to `tokens`: rows live for two minutes and are pruned, and a claim
+//! racing a token's deletion must not fail on a constraint.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Tokens::Table)
+                    .add_column(integer_null(Tokens::RateLimit))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(TokenRateWindows::Table)
+                    .if_not_exists()
+                    .col(uuid(TokenRateWindows::TokenId))
+                    .col(big_integer(TokenRateWindows::WindowMinute))
+                    .col(big_integer(TokenRateWindows::Used))
+                    .primary_key(
+                        Index::create()
+                            .col(TokenRateWindows::TokenId)
+                            .col(TokenRateWindows::WindowMinute),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(TokenRateWindows::Table).to_owned())
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Tokens::Table)
+                    .drop_column(Tokens::RateLimit)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum Tokens {
+    Table,
+    RateLimit,
+}
+
+#[derive(DeriveIden)]
+enum TokenRateWindows {
+    Table,
+    TokenId,
+    WindowMinute,
+    Used,
+}
