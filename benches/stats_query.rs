@@ -56,6 +56,7 @@ async fn fill(store: &Store, rows: usize) -> Duration {
                 name: format!("agent-{i}"),
                 hash: AgentToken::generate().hash(),
                 allowed_ips: IpAllowlist::default(),
+                rate_limit: None,
             })
             .await
             .expect("token");

@@ -233,8 +233,7 @@ impl App {
             &config.database.url,
             config.database.connect_timeout,
             config.rate_limit.leases_per_window,
-            // Webhooks (`token.rate_limited`, SPEC §11) hook in here.
-            Arc::new(|_token_id| {}),
+            rate_limited_announcer(store.clone()),
         )
         .await?;
         let rate_pruner =
@@ -386,6 +385,22 @@ impl RunningApp {
         proxy.stop_workers().await;
         tracing::info!("gatehouse stopped");
     }
+}
+
+/// `token.rate_limited` (SPEC §11): the limiter calls this on the request path, at most once per
+/// token and minute on a replica; the announcement (at most one per token per hour across
+/// replicas) is written by a task on the main runtime, so the request never waits for it.
+fn rate_limited_announcer(store: Store) -> crate::rate_limit::LimitedHook {
+    const QUIET: Duration = Duration::from_secs(60 * 60);
+    let runtime = tokio::runtime::Handle::current();
+    Arc::new(move |token_id| {
+        let store = store.clone();
+        runtime.spawn(async move {
+            if let Err(error) = store.announce_rate_limited(token_id, QUIET).await {
+                tracing::warn!(%error, %token_id, "token.rate_limited not queued");
+            }
+        });
+    })
 }
 
 /// The combined CA bundle when `upstream.extra_ca_file` is set; built once, so a changed file

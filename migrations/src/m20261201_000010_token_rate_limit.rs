@@ -20,6 +20,16 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // When `token.rate_limited` was last announced (at most once per token per hour, across
+        // replicas: claimed by a conditional UPDATE). One column per ALTER, for SQLite.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Tokens::Table)
+                    .add_column(timestamp_with_time_zone_null(Tokens::RateLimitedNotifiedAt))
+                    .to_owned(),
+            )
+            .await?;
         manager
             .create_table(
                 Table::create()
@@ -42,14 +52,17 @@ impl MigrationTrait for Migration {
         manager
             .drop_table(Table::drop().table(TokenRateWindows::Table).to_owned())
             .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Tokens::Table)
-                    .drop_column(Tokens::RateLimit)
-                    .to_owned(),
-            )
-            .await
+        for column in [Tokens::RateLimitedNotifiedAt, Tokens::RateLimit] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Tokens::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -57,6 +70,7 @@ impl MigrationTrait for Migration {
 enum Tokens {
     Table,
     RateLimit,
+    RateLimitedNotifiedAt,
 }
 
 #[derive(DeriveIden)]

@@ -46,6 +46,7 @@ impl Store {
             token_hash: Set(new.hash.as_str().to_owned()),
             allowed_ips: Set(serde_json::json!(new.allowed_ips.to_strings())),
             rate_limit: Set(new.rate_limit.map(stored_limit)),
+            rate_limited_notified_at: Set(None),
             created_at: Set(at),
             updated_at: Set(at),
             revoked_at: Set(None),
@@ -155,6 +156,50 @@ impl Store {
         txn.commit().await?;
         self.outbox_written(queued);
         Ok(record)
+    }
+
+    /// The token hit its rate limit: queue `token.rate_limited` unless it was announced less
+    /// than `quiet` ago — one conditional UPDATE claims the announcement, so replicas that see
+    /// the same token limited at once send one event. `true` when this call queued it.
+    pub async fn announce_rate_limited(
+        &self,
+        id: Uuid,
+        quiet: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let at = now();
+        let since = chrono::Duration::from_std(quiet)
+            .ok()
+            .and_then(|quiet| at.checked_sub_signed(quiet))
+            .unwrap_or(at);
+        let txn = self.begin_write().await?;
+        let claimed = Tokens::update_many()
+            .col_expr(tokens::Column::RateLimitedNotifiedAt, Expr::value(at))
+            .filter(tokens::Column::Id.eq(id))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(tokens::Column::RateLimitedNotifiedAt.is_null())
+                    .add(tokens::Column::RateLimitedNotifiedAt.lt(since)),
+            )
+            .exec(&txn)
+            .await?
+            .rows_affected
+            == 1;
+        if !claimed {
+            return Ok(false);
+        }
+        let model = Tokens::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or(StoreError::not_found(ENTITY))?;
+        let limit = model
+            .rate_limit
+            .and_then(|limit| u32::try_from(limit).ok())
+            .unwrap_or(0);
+        let event = WebhookEvent::token_rate_limited(id, &model.name, limit);
+        let queued = super::webhooks::enqueue(&txn, &event, None).await?;
+        txn.commit().await?;
+        self.outbox_written(queued);
+        Ok(true)
     }
 
     /// Delete a token without announcing it (undoing a creation the caller never saw).

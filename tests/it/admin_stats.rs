@@ -48,6 +48,7 @@ async fn stored_token(store: &gatehouse::store::Store) -> Uuid {
             name: "agent".into(),
             hash: gatehouse::domain::tokens::AgentToken::generate().hash(),
             allowed_ips: gatehouse::domain::ip_allowlist::IpAllowlist::default(),
+            rate_limit: None,
         })
         .await
         .unwrap()

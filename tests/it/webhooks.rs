@@ -1139,3 +1139,57 @@ async fn a_dead_grant_seen_by_two_replicas_is_announced_once() {
     second.stop().await;
     setup.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_at_its_rate_limit_on_two_replicas_is_announced_once() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn().await;
+    subscribe(&app, &receiver, "/limits", &["token.rate_limited"]).await;
+    let upstream = crate::support::upstream::FakeUpstream::start().await;
+    let agent = app.agent_for("limited", &upstream.url(""), None).await;
+    app.api()
+        .patch(
+            &format!("/api/tokens/{}", agent.token_id),
+            json!({"rate_limit": 2}),
+        )
+        .await
+        .expect(200);
+    let second = app.spawn_replica().await;
+    // Enough requests on both replicas that each refuses some, in whatever minute this is.
+    let mut refused = 0;
+    for i in 0..12 {
+        let on = if i % 2 == 0 { &app } else { &second };
+        if on.get("/gateway/limited/x", &agent.token).await.status == 429 {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "the limit of 2 per minute refused some of 12");
+    let received = receiver
+        .wait_for("/limits", WAIT, |r| {
+            !of_type(r, "token.rate_limited").is_empty()
+        })
+        .await;
+    let event = of_type(&received, "token.rate_limited")[0];
+    assert_eq!(event["verified"], true, "{event:#}");
+    assert_eq!(
+        event["body"]["data"]["token"]["id"],
+        agent.token_id.to_string()
+    );
+    assert_eq!(event["body"]["data"]["rate_limit"], 2);
+    // More refusals within the hour announce nothing new, on either replica.
+    for _ in 0..4 {
+        second.get("/gateway/limited/x", &agent.token).await;
+        app.get("/gateway/limited/x", &agent.token).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written = db_count(
+        &app.db.url,
+        "webhook_deliveries",
+        "event_type = 'token.rate_limited'",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(written, 1, "one announcement per token per hour");
+    second.stop().await;
+    app.stop().await;
+}

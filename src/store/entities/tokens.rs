@@ -13,6 +13,8 @@ pub struct Model {
     pub allowed_ips: Json,
     /// Requests per minute; null = unlimited.
     pub rate_limit: Option<i32>,
+    /// When `token.rate_limited` was last announced.
+    pub rate_limited_notified_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub revoked_at: Option<DateTimeUtc>,
