@@ -823,6 +823,65 @@ async fn metrics_after_traffic() -> String {
         }
     }
 
+    // A token over its rate limit: 429s counted by target. Five requests at 1 per minute refuse
+    // at least three, even across a minute boundary.
+    let limited = app
+        .agent_for("ops-limited", &upstream.url("/base"), None)
+        .await;
+    app.api()
+        .patch(
+            &format!("/api/tokens/{}", limited.token_id),
+            json!({"rate_limit": 1}),
+        )
+        .await
+        .expect(200);
+    let mut refused = 0;
+    for _ in 0..5 {
+        if app
+            .get("/gateway/ops-limited/ok", &limited.token)
+            .await
+            .status
+            == 429
+        {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 3, "{refused} of 5 refused at 1 per minute");
+
+    // Webhook deliveries: one endpoint that accepts (delivered), one that answers 500 (retry).
+    for path in ["/hook-ok", "/status/500"] {
+        app.api()
+            .post(
+                "/api/webhooks",
+                json!({"url": upstream.url(path), "events": ["token.revoked"]}),
+            )
+            .await
+            .expect(201);
+    }
+    app.api()
+        .post_empty(&format!("/api/tokens/{}/revoke", limited.token_id))
+        .await
+        .expect(200);
+    let (attempted, _) = until(
+        Duration::from_secs(10),
+        || app.metrics_text(),
+        |text| {
+            ["delivered", "retry"].iter().all(|outcome| {
+                metric(
+                    text,
+                    "gatehouse_webhook_deliveries_total",
+                    &[("outcome", outcome)],
+                )
+                .is_some()
+            })
+        },
+    )
+    .await;
+    assert!(
+        attempted,
+        "both webhook deliveries were attempted within 10 s"
+    );
+
     // Half a request head, then silence: closed after header_read_timeout.
     let mut slow = tokio::net::TcpStream::connect(app.running().proxy_addr)
         .await
