@@ -36,12 +36,11 @@ use gatehouse::store::tokens::NewAgentToken;
 use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection, Statement};
 use uuid::Uuid;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+// Shared by the database benches; not each uses each part.
+#[allow(dead_code)]
+#[path = "support/bench_db.rs"]
+mod bench_db;
+use bench_db::{BenchDb, env_or};
 
 /// Rows per batch and time between batches, as the writer forms them at `rate` rows/s: it
 /// writes when `batch_size` rows are queued or `flush_interval` has passed, whichever is first.
@@ -328,44 +327,24 @@ async fn both_phases(label: &str, store: &Store, pg: Option<(&DatabaseConnection
 }
 
 async fn sqlite() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("audit.db").display()
-    );
-    let store = Store::connect(&url, 10, Duration::from_secs(5))
-        .await
-        .expect("connect");
-    store.migrate().await.expect("migrate");
-    both_phases("sqlite", &store, None).await;
-    store.close().await;
+    let db = BenchDb::sqlite().await;
+    both_phases("sqlite", &db.store, None).await;
+    db.finish().await;
 }
 
 async fn postgres(server_url: &str) {
-    let name = format!("gh_bench_{}", Uuid::new_v4().simple());
-    let server = Database::connect(server_url)
-        .await
-        .expect("GATEHOUSE_TEST_DATABASE_URL reachable");
-    server
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create bench database");
-    let mut url = url::Url::parse(server_url).expect("database URL");
-    url.set_path(&name);
-    let store = Store::connect(url.as_str(), 10, Duration::from_secs(5))
-        .await
-        .expect("connect");
-    store.migrate().await.expect("migrate");
-    let admin = Database::connect(url.as_str())
+    let db = BenchDb::postgres(server_url).await;
+    // A second connection reads the server backends' pids for their CPU time.
+    let admin = Database::connect(db.url.as_str())
         .await
         .expect("admin connect");
-    both_phases("postgres", &store, Some((&admin, &name))).await;
+    let name = db
+        .database_name()
+        .expect("a PostgreSQL database")
+        .to_owned();
+    both_phases("postgres", &db.store, Some((&admin, &name))).await;
     let _ = admin.close().await;
-    store.close().await;
-    let _ = server
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await;
-    let _ = server.close().await;
+    db.finish().await;
 }
 
 fn main() {

@@ -21,20 +21,18 @@ use gatehouse::domain::stats::{AccountSummary, Stats, StatsWindow};
 use gatehouse::domain::tokens::AgentToken;
 use gatehouse::store::Store;
 use gatehouse::store::tokens::NewAgentToken;
-use sea_orm::{ConnectionTrait as _, Database};
 use uuid::Uuid;
+
+// Shared by the database benches; not each uses each part.
+#[allow(dead_code)]
+#[path = "support/bench_db.rs"]
+mod bench_db;
+use bench_db::{BenchDb, env_or};
 
 const TARGETS: usize = 20;
 const TOKENS: usize = 50;
 const BATCH: usize = 256;
 const SPAN_SECONDS: i64 = 24 * 3600 - 20 * 60;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A small deterministic generator: the same rows on every run.
 struct XorShift(u64);
@@ -153,40 +151,15 @@ async fn measure(label: &str, store: &Store, rows: usize) {
 }
 
 async fn sqlite(rows: usize) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("stats.db").display()
-    );
-    let store = Store::connect(&url, 10, Duration::from_secs(5))
-        .await
-        .expect("connect");
-    store.migrate().await.expect("migrate");
-    measure("sqlite", &store, rows).await;
-    store.close().await;
+    let db = BenchDb::sqlite().await;
+    measure("sqlite", &db.store, rows).await;
+    db.finish().await;
 }
 
 async fn postgres(server_url: &str, rows: usize) {
-    let name = format!("gh_bench_{}", Uuid::new_v4().simple());
-    let server = Database::connect(server_url)
-        .await
-        .expect("GATEHOUSE_TEST_DATABASE_URL reachable");
-    server
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create bench database");
-    let mut url = url::Url::parse(server_url).expect("database URL");
-    url.set_path(&name);
-    let store = Store::connect(url.as_str(), 10, Duration::from_secs(5))
-        .await
-        .expect("connect");
-    store.migrate().await.expect("migrate");
-    measure("postgres", &store, rows).await;
-    store.close().await;
-    let _ = server
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await;
-    let _ = server.close().await;
+    let db = BenchDb::postgres(server_url).await;
+    measure("postgres", &db.store, rows).await;
+    db.finish().await;
 }
 
 fn main() {
