@@ -147,6 +147,8 @@ fn batch(fixture: &Fixture, rows: usize, seq: &mut u64) -> Vec<AuditEntry> {
                 } else {
                     Interface::Gateway
                 },
+                guard_action: None,
+                approved_by: None,
                 created_at: chrono::Utc::now(),
             }
         })

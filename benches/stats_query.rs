@@ -97,6 +97,8 @@ async fn fill(store: &Store, rows: usize) -> Duration {
             } else {
                 Interface::Gateway
             },
+            guard_action: None,
+            approved_by: None,
             created_at: now - step * i32::try_from(rows - i).unwrap_or(i32::MAX),
         });
         if batch.len() == BATCH {

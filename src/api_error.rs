@@ -9,6 +9,7 @@ use crate::connect::ConnectError;
 use crate::credentials::TokenError;
 use crate::crypto::CryptoError;
 use crate::domain::validation::ValidationError;
+use crate::guard::GuardError;
 use crate::store::StoreError;
 
 pub const MANAGED_TARGET_MESSAGE: &str =
@@ -59,6 +60,12 @@ pub enum ApiError {
     /// Proxy step 6: the connected account cannot give an access token.
     #[error(transparent)]
     AccountToken(#[from] crate::credentials::TokenError),
+    /// After proxy step 5: a guard rule blocked the request or holds it for approval (SPEC §12).
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    /// An admin decided an approval that is no longer pending; names its state.
+    #[error("approval is {0}")]
+    ApprovalClosed(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A stored secret failed to open: the key is wrong or the row was tampered with.
@@ -108,13 +115,21 @@ impl ApiError {
                 | TokenError::CredentialTransient { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 TokenError::NotFound | TokenError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            Self::Store(error) => match error {
-                StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
-                StoreError::Conflict { .. } => StatusCode::CONFLICT,
-                StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                StoreError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            Self::Store(error) => Self::store_status(error),
             Self::Crypto(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Guard(GuardError::BodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Guard(GuardError::Store(error)) => Self::store_status(error),
+            Self::Guard(_) => StatusCode::FORBIDDEN,
+            Self::ApprovalClosed(_) => StatusCode::CONFLICT,
+        }
+    }
+
+    fn store_status(error: &StoreError) -> StatusCode {
+        match error {
+            StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+            StoreError::Conflict { .. } => StatusCode::CONFLICT,
+            StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -128,7 +143,11 @@ impl ApiError {
                 "foreign key" => "a referenced row does not exist".to_owned(),
                 _ => "conflicts with an existing row".to_owned(),
             },
-            Self::Store(StoreError::Unavailable(_)) => "database unavailable".to_owned(),
+            Self::Store(StoreError::Unavailable(_))
+            | Self::Guard(GuardError::Store(StoreError::Unavailable(_))) => {
+                "database unavailable".to_owned()
+            }
+            Self::Guard(GuardError::Store(_)) => "internal error".to_owned(),
             Self::Store(StoreError::Corrupt { .. }) | Self::Crypto(_) | Self::CredentialBroken => {
                 "internal error".to_owned()
             }
@@ -207,7 +226,18 @@ impl ApiError {
             ) => "token_refresh_failed",
             Self::AccountToken(TokenError::CredentialRefused(_)) => "credential_refused",
             Self::AccountToken(_) => "credential_error",
-            Self::Store(_) => "store_error",
+            Self::Store(_) | Self::Guard(GuardError::Store(_)) => "store_error",
+            Self::Guard(GuardError::Blocked { .. }) => "guard_blocked",
+            Self::Guard(GuardError::ApprovalRequired { .. } | GuardError::Pending { .. }) => {
+                "approval_required"
+            }
+            Self::Guard(GuardError::Denied { .. }) => "approval_denied",
+            Self::Guard(GuardError::Mismatch) => "approval_mismatch",
+            Self::Guard(GuardError::Used) => "approval_used",
+            Self::Guard(GuardError::Expired) => "approval_expired",
+            Self::Guard(GuardError::Unknown) => "approval_unknown",
+            Self::Guard(GuardError::BodyTooLarge) => "payload_too_large",
+            Self::ApprovalClosed(_) => "approval_closed",
         }
     }
 
@@ -241,6 +271,14 @@ impl ApiError {
             }
             if let Some(field) = self.field() {
                 object.insert("field".to_owned(), field.into());
+            }
+            if let Self::Guard(guard) = self {
+                if let Some(reason) = guard.reason() {
+                    object.insert("reason".to_owned(), reason.into());
+                }
+                if let Some(ticket) = guard.ticket() {
+                    object.insert("approval".to_owned(), ticket.json());
+                }
             }
         }
         body

@@ -90,11 +90,17 @@ pub fn load_secret_box(config: &Config) -> Result<SecretBox, StartupError> {
 pub async fn management(config: &Config) -> Result<Management, StartupError> {
     let store = open_store(config).await?;
     let secret_box = load_secret_box(config)?;
+    let approvals = crate::guard::Approvals::new(
+        store.clone(),
+        &config.admin.public_url,
+        config.guard.approval_ttl,
+    );
     Ok(Management::new(
         store,
         Arc::new(secret_box),
         EgressPolicy::new(config.upstream.allow_private),
         ChangeFeed::default(),
+        approvals,
     ))
 }
 
@@ -129,11 +135,17 @@ impl App {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let changes = ChangeFeed::default();
         let secret_box = Arc::new(secret_box);
+        let approvals = crate::guard::Approvals::new(
+            store.clone(),
+            &config.admin.public_url,
+            config.guard.approval_ttl,
+        );
         let management = Management::new(
             store.clone(),
             secret_box.clone(),
             EgressPolicy::new(config.upstream.allow_private),
             changes.clone(),
+            approvals.clone(),
         );
         let providers = Arc::new(Providers::new(
             &config.providers,
@@ -251,6 +263,7 @@ impl App {
             in_flight,
             access_tokens: access_tokens.clone(),
             rate_limits,
+            approvals: approvals.clone(),
             interface: Interface::Gateway,
             mcp: None,
             upstream_roots,

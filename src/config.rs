@@ -35,6 +35,7 @@ pub struct Config {
     pub mcp: McpConfig,
     pub webhooks: WebhooksConfig,
     pub rate_limit: RateLimitConfig,
+    pub guard: GuardConfig,
     pub log: LogConfig,
     /// Per-provider overrides of the built-in endpoints and scopes, keyed by provider type.
     pub providers: BTreeMap<String, ProviderOverrides>,
@@ -174,6 +175,19 @@ pub struct RateLimitConfig {
     /// `rate_limit / leases_per_window` (at least 1) at a time from the shared counter. More
     /// leases = a tighter bound across replicas, more counter writes (docs/gateway.md).
     pub leases_per_window: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// How long an approval may be decided and then used (SPEC §12: 15 minutes).
+    #[serde(with = "humantime_serde")]
+    pub approval_ttl: Duration,
+    /// How long an MCP `api_request` waits for the person's answer to an elicitation before it
+    /// returns the approval to decide elsewhere; `0s` never elicits. Below the 60 s request
+    /// timeout MCP clients commonly use.
+    #[serde(with = "humantime_serde")]
+    pub elicitation_wait: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -348,6 +362,15 @@ impl Default for RateLimitConfig {
     }
 }
 
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            approval_ttl: Duration::from_secs(15 * 60),
+            elicitation_wait: Duration::from_secs(45),
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
@@ -487,6 +510,7 @@ impl Config {
             ("proxy.keepalive_timeout", self.proxy.keepalive_timeout),
             ("proxy.body_read_timeout", self.proxy.body_read_timeout),
             ("audit.prune_interval", self.audit.prune_interval),
+            ("guard.approval_ttl", self.guard.approval_ttl),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::new(setting, "must be longer than 0s"));

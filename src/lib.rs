@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod crypto;
 pub mod domain;
 pub mod egress;
+pub mod guard;
 pub mod manage;
 pub mod mcp;
 pub mod memory;

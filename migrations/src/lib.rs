@@ -17,6 +17,7 @@ mod m20261201_000008_oauth_state_origin;
 mod m20261201_000009_stats_rollups;
 mod m20261201_000010_token_rate_limit;
 mod m20261201_000011_webhooks;
+mod m20261201_000012_guard_rules;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000009_stats_rollups::Migration),
             Box::new(m20261201_000010_token_rate_limit::Migration),
             Box::new(m20261201_000011_webhooks::Migration),
+            Box::new(m20261201_000012_guard_rules::Migration),
         ]
     }
 }

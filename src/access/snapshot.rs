@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::crypto::SecretBox;
 use crate::domain::credential::{Credential, MethodRef};
+use crate::domain::guard::{DefaultRules, GuardPolicy, GuardRule};
 use crate::domain::ip_allowlist::IpAllowlist;
 use crate::domain::targets::Target;
 use crate::domain::tokens::TokenHash;
@@ -76,6 +77,8 @@ pub struct TargetEntry {
     /// The upstream `Host` header, built once per snapshot instead of once per request;
     /// `None` if the base URL's host is not a valid header value (the request then fails).
     pub host_header: Option<http::HeaderValue>,
+    /// The target's guard rules and its built-ins (SPEC §12), evaluated after step 5.
+    pub guard: GuardPolicy,
 }
 
 #[derive(Debug, Default)]
@@ -136,6 +139,10 @@ impl SnapshotSource {
         let targets = self.store.list_targets().await?;
         let credentials = self.store.default_credentials().await?;
         let permissions = self.store.all_permissions().await?;
+        let mut rules: HashMap<Uuid, Vec<GuardRule>> = HashMap::new();
+        for rule in self.store.all_guard_rules().await? {
+            rules.entry(rule.target_id).or_default().push(rule);
+        }
         let accounts: HashMap<Uuid, AccountRef> = self
             .store
             .list_connected_accounts()
@@ -213,6 +220,12 @@ impl SnapshotSource {
                     };
                     let slug = target.slug.as_str().to_owned();
                     let host_header = http::HeaderValue::try_from(target.host_header()).ok();
+                    let guard = GuardPolicy {
+                        rules: rules.remove(&target.id).unwrap_or_default(),
+                        defaults: target
+                            .guard_defaults
+                            .then(|| DefaultRules::for_target(target.capability)),
+                    };
                     (
                         slug,
                         Arc::new(TargetEntry {
@@ -220,6 +233,7 @@ impl SnapshotSource {
                             injection,
                             secrets,
                             host_header,
+                            guard,
                         }),
                     )
                 })

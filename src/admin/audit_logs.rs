@@ -37,6 +37,11 @@ pub struct AuditEntryBody {
     error: Option<String>,
     /// `gateway` (raw HTTP) or `mcp` (an `api_request` tool call).
     interface: &'static str,
+    /// What a guard rule did (SPEC §12): `allow`, `block`, `approval_required`, `approved`,
+    /// `denied`; null when no rule matched.
+    guard_action: Option<&'static str>,
+    /// Who approved the request, for `approved`.
+    approved_by: Option<String>,
     created_at: DateTime<Utc>,
 }
 
@@ -63,6 +68,8 @@ impl From<AuditEntry> for AuditEntryBody {
             upstream_ms: entry.upstream_ms,
             error: entry.error,
             interface: entry.interface.as_str(),
+            guard_action: entry.guard_action.map(|g| g.as_str()),
+            approved_by: entry.approved_by,
             created_at: entry.created_at,
         }
     }

@@ -12,9 +12,12 @@ use super::AdminState;
 use crate::api_error::ApiError;
 use crate::domain::tokens::AdminToken;
 
-/// Proof that the caller is an admin.
-#[derive(Debug, Clone, Copy)]
-pub struct Admin;
+/// Proof that the caller is an admin, and which admin token it used.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The stored admin token's name, or `GATEHOUSE_ADMIN_TOKEN` for the configured one.
+    pub name: String,
+}
 
 impl FromRequestParts<Arc<AdminState>> for Admin {
     type Rejection = ApiError;
@@ -38,10 +41,12 @@ impl Admin {
             .ok_or(ApiError::Unauthorized)?;
         let hash = token.hash();
         if state.configured_admin_token.as_ref() == Some(&hash) {
-            return Ok(Admin);
+            return Ok(Admin {
+                name: "GATEHOUSE_ADMIN_TOKEN".to_owned(),
+            });
         }
         match state.management.store().active_admin_token(&hash).await {
-            Ok(Some(_)) => Ok(Admin),
+            Ok(Some(record)) => Ok(Admin { name: record.name }),
             Ok(None) => Err(ApiError::Unauthorized),
             Err(error) => Err(error.into()),
         }

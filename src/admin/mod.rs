@@ -4,6 +4,7 @@
 mod accounts;
 mod audit_logs;
 mod auth;
+mod guard;
 mod health;
 mod json;
 mod oauth;
@@ -60,6 +61,7 @@ pub struct ErrorBody {
         (name = "audit", description = "One row per proxied request"),
         (name = "accounts", description = "OAuth providers and connected accounts"),
         (name = "webhooks", description = "Signed event notifications and their delivery log"),
+        (name = "guard", description = "Guard rules per target and the approvals people decide"),
     )
 )]
 struct ApiDoc;
@@ -107,6 +109,12 @@ fn api() -> (Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(webhooks::test_webhook))
         .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(guard::list_guard_rules, guard::create_guard_rule))
+        .routes(routes!(guard::patch_guard_rule, guard::delete_guard_rule))
+        .routes(routes!(guard::list_approvals))
+        .routes(routes!(guard::get_approval))
+        .routes(routes!(guard::approve))
+        .routes(routes!(guard::deny))
         .split_for_parts()
 }
 

@@ -35,6 +35,8 @@ pub struct PatchTarget {
     name: Option<String>,
     base_url: Option<String>,
     enabled: Option<bool>,
+    /// The built-in guard rules on or off (SPEC §12); also accepted on managed targets.
+    guard_defaults: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -49,6 +51,8 @@ pub struct TargetBody {
     /// `mail` or `calendar` for managed targets.
     capability: Option<String>,
     auth_method_count: u64,
+    /// Whether the built-in guard rules apply (SPEC §12).
+    guard_defaults: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -128,6 +132,7 @@ impl From<TargetSummary> for TargetBody {
             connected_account_id: target.connected_account_id,
             capability: target.capability.map(|c| c.as_str().to_owned()),
             auth_method_count: summary.auth_method_count,
+            guard_defaults: target.guard_defaults,
             created_at: target.created_at,
             updated_at: target.updated_at,
         }
@@ -224,6 +229,7 @@ pub async fn patch_target(
                 name: body.name,
                 base_url: body.base_url,
                 enabled: body.enabled,
+                guard_defaults: body.guard_defaults,
             },
         )
         .await?;

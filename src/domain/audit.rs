@@ -21,6 +21,10 @@ pub struct AuditEntry {
     pub error: Option<String>,
     /// Which agent-facing interface carried the call.
     pub interface: Interface,
+    /// What a guard rule did to the request (SPEC §12); `None` when no rule matched.
+    pub guard_action: Option<crate::domain::guard::GuardOutcome>,
+    /// Who approved it, when it passed on an approval.
+    pub approved_by: Option<String>,
     pub created_at: Timestamp,
 }
 

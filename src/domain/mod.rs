@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod credential;
+pub mod guard;
 pub mod ip_allowlist;
 pub mod stats;
 pub mod targets;

@@ -525,6 +525,8 @@ mod tests {
             upstream_ms: Some(ms / 2),
             error: None,
             interface: Interface::Gateway,
+            guard_action: None,
+            approved_by: None,
             created_at: when,
         }
     }

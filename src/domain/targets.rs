@@ -108,6 +108,8 @@ pub struct Target {
     pub enabled: bool,
     pub connected_account_id: Option<Uuid>,
     pub capability: Option<Capability>,
+    /// The built-in guard rules apply (SPEC §12).
+    pub guard_defaults: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

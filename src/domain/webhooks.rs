@@ -27,18 +27,20 @@ pub enum EventType {
     AccountRefreshFailing,
     TokenRevoked,
     TokenRateLimited,
+    ApprovalRequested,
     Test,
 }
 
 impl EventType {
     /// Every type an endpoint may subscribe to.
-    pub const SUBSCRIBABLE: [Self; 6] = [
+    pub const SUBSCRIBABLE: [Self; 7] = [
         Self::AccountDisconnected,
         Self::AccountError,
         Self::AccountReconnected,
         Self::AccountRefreshFailing,
         Self::TokenRevoked,
         Self::TokenRateLimited,
+        Self::ApprovalRequested,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +51,7 @@ impl EventType {
             Self::AccountRefreshFailing => "account.refresh_failing",
             Self::TokenRevoked => "token.revoked",
             Self::TokenRateLimited => "token.rate_limited",
+            Self::ApprovalRequested => "approval.requested",
             Self::Test => "webhook.test",
         }
     }
@@ -149,6 +152,26 @@ impl WebhookEvent {
             json!({
                 "token": { "id": token_id, "name": token_name },
                 "rate_limit": limit_per_minute,
+            }),
+        )
+    }
+
+    /// `approval.requested`: what is asked and where a person decides. The body preview is
+    /// left out (it is the agent's data; the approval page shows it to an admin).
+    pub fn approval_requested(approval: &crate::domain::guard::Approval, url: &str) -> Self {
+        Self::new(
+            EventType::ApprovalRequested,
+            json!({
+                "approval": {
+                    "id": approval.id,
+                    "url": url,
+                    "expires_at": approval.expires_at,
+                    "reason": approval.reason,
+                    "method": approval.request.method,
+                    "path": approval.request.path,
+                },
+                "token": { "id": approval.request.token_id, "name": approval.token_name },
+                "target": { "id": approval.request.target_id, "slug": approval.target_slug },
             }),
         )
     }

@@ -2,10 +2,12 @@
 //! and (later) the web UI, so each rule lives in one place. They take and return domain types;
 //! every successful write publishes a `ChangeEvent`.
 
+mod guard;
 mod targets;
 mod tokens;
 mod webhooks;
 
+pub use guard::{GuardRuleInput, GuardRulePatchInput};
 pub use targets::{NewTargetInput, TargetDetail, TargetPatchInput, TargetSummary};
 pub use tokens::{PermissionView, TokenChanges};
 pub use webhooks::WebhookPatchInput;
@@ -21,6 +23,7 @@ use crate::domain::audit::{AuditCursor, AuditEntry, AuditQuery};
 use crate::domain::stats::{AccountSummary, Stats, StatsWindow};
 use crate::domain::validation::ValidationError;
 use crate::egress::EgressPolicy;
+use crate::guard::Approvals;
 use crate::store::Store;
 
 /// Longest name accepted for targets, tokens and auth-method labels.
@@ -32,6 +35,7 @@ pub struct Management {
     secrets: Arc<SecretBox>,
     egress: EgressPolicy,
     changes: ChangeFeed,
+    approvals: Approvals,
 }
 
 impl Management {
@@ -40,12 +44,14 @@ impl Management {
         secrets: Arc<SecretBox>,
         egress: EgressPolicy,
         changes: ChangeFeed,
+        approvals: Approvals,
     ) -> Self {
         Self {
             store,
             secrets,
             egress,
             changes,
+            approvals,
         }
     }
 

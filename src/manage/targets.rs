@@ -28,6 +28,8 @@ pub struct TargetPatchInput {
     pub name: Option<String>,
     pub base_url: Option<String>,
     pub enabled: Option<bool>,
+    /// The built-in guard rules on or off (SPEC §12); the one setting a managed target takes.
+    pub guard_defaults: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,7 +135,13 @@ impl Management {
         id: Uuid,
         input: TargetPatchInput,
     ) -> Result<TargetSummary, ApiError> {
-        self.standard_target(id).await?;
+        let only_guard =
+            input.name.is_none() && input.base_url.is_none() && input.enabled.is_none();
+        if only_guard {
+            self.store.target(id).await?;
+        } else {
+            self.standard_target(id).await?;
+        }
         let patch = TargetPatch {
             name: input
                 .name
@@ -146,6 +154,7 @@ impl Management {
                 .map(|u| self.base_url("base_url", u))
                 .transpose()?,
             enabled: input.enabled,
+            guard_defaults: input.guard_defaults,
         };
         let target = self.store.update_target(id, patch).await?;
         self.changes.publish_and_wait(ChangeEvent::Target(id)).await;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::access::{Grant, TokenEntry};
 use crate::api_error::ApiError;
+use crate::domain::guard::GuardOutcome;
 
 pub struct RequestCtx {
     pub started: Instant,
@@ -28,6 +29,9 @@ pub struct RequestCtx {
     pub bearer: Option<Arc<str>>,
     /// The error this request was answered with, if any.
     pub failure: Option<ApiError>,
+    /// What a guard rule did (SPEC §12), and who approved the request.
+    pub guard: Option<GuardOutcome>,
+    pub approved_by: Option<String>,
     _in_flight: InFlightGuard,
 }
 
@@ -46,6 +50,8 @@ impl RequestCtx {
             upstream_elapsed: None,
             failure: None,
             bearer: None,
+            guard: None,
+            approved_by: None,
             _in_flight: InFlightGuard(in_flight.clone()),
         }
     }

@@ -27,7 +27,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 fn is_agent_only(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "authorization" | "forwarded" | "x-real-ip" | "host"
+        "authorization" | "forwarded" | "x-real-ip" | "host" | crate::guard::APPROVAL_HEADER
     ) || name.as_str().starts_with("x-forwarded-")
 }
 

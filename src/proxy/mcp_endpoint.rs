@@ -3,7 +3,6 @@
 //! session, the body read whole up to 10 MiB) and the SDK's answer is written back on the
 //! session. No second listener and no loopback hop.
 
-use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt as _, Full};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -17,7 +16,7 @@ pub async fn serve(
     service: &McpHttpService,
     caller: McpCaller,
 ) -> Result<Result<(), ApiError>> {
-    let body = match read_body(session).await? {
+    let body = match super::request_body::read_whole(session, MAX_REQUEST_BODY_BYTES).await? {
         Some(body) => body,
         None => {
             // The rest of the body is not read: the connection cannot carry another request.
@@ -62,25 +61,4 @@ pub async fn serve(
     }
     session.write_response_body(None, true).await?;
     Ok(Ok(()))
-}
-
-/// The whole request body, or `None` when it is larger than the limit.
-async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > MAX_REQUEST_BODY_BYTES as u64) {
-        return Ok(None);
-    }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if body.len() + chunk.len() > MAX_REQUEST_BODY_BYTES {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body.freeze()))
 }

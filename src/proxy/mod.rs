@@ -49,6 +49,7 @@ mod context;
 mod headers;
 mod internal;
 mod mcp_endpoint;
+mod request_body;
 mod resolve;
 mod respond;
 mod service;
@@ -78,8 +79,12 @@ use crate::api_error::ApiError;
 use crate::audit::AuditSink;
 use crate::config::UpstreamConfig;
 use crate::domain::audit::{AuditEntry, Interface};
+use crate::domain::guard::{
+    GuardOutcome, GuardedRequest, MAX_GUARDED_BODY_BYTES, RuleAction, body_preview,
+};
 use crate::domain::upstream_path::{self, Route};
 use crate::egress::EgressPolicy;
+use crate::guard::{APPROVAL_HEADER, Approvals, GuardError};
 use crate::mcp::{McpCaller, McpHttpService};
 use crate::metrics::{Metrics, status_class};
 use crate::rate_limit::RateLimiter;
@@ -97,6 +102,8 @@ pub struct GatewayProxy {
     pub access_tokens: Arc<crate::credentials::AccessTokens>,
     /// Per-token rate limits (SPEC §11), shared by both instances.
     pub rate_limits: RateLimiter,
+    /// Approvals of guarded requests (SPEC §12), shared by both instances.
+    pub approvals: Approvals,
     /// `gateway` on the listener; `mcp` on the instance behind the `api_request` tool.
     pub interface: Interface,
     /// The MCP endpoint, on the listener's instance only.
@@ -120,6 +127,7 @@ impl GatewayProxy {
             in_flight: self.in_flight.clone(),
             access_tokens: self.access_tokens.clone(),
             rate_limits: self.rate_limits.clone(),
+            approvals: self.approvals.clone(),
             interface: Interface::Mcp,
             mcp: None,
             upstream_roots: self.upstream_roots.clone(),
@@ -134,15 +142,13 @@ impl GatewayProxy {
         ))
     }
 
-    /// Steps 1–6 for `/gateway/{slug}{rest}?{query}`; on success the ctx holds the grant and
-    /// the upstream target.
+    /// Steps 1–5 for `/gateway/{slug}{rest}`; on success the ctx holds the grant.
     fn admit(
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
         slug: &str,
         rest: &str,
-        query: Option<&str>,
     ) -> Result<(), ApiError> {
         let caller = self.authenticate(session, ctx)?;
         ctx.caller = Some(caller.token.clone());
@@ -159,6 +165,20 @@ impl GatewayProxy {
             .access
             .authorize(&caller, slug, &session.req_header().method)?;
         upstream_path::check_rest(rest).map_err(|_| ApiError::InvalidPath)?;
+        ctx.grant = Some(grant);
+        Ok(())
+    }
+
+    /// Step 6 for static credentials and the upstream target (base path + raw rest + raw
+    /// query [+ query credential]).
+    fn prepare_upstream(
+        ctx: &mut RequestCtx,
+        rest: &str,
+        query: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let Some(grant) = &ctx.grant else {
+            return Ok(());
+        };
         let extra_query = match &grant.target.injection {
             Injection::Query(pair) => Some(pair.as_str()),
             Injection::Broken => return Err(ApiError::CredentialBroken),
@@ -173,8 +193,75 @@ impl GatewayProxy {
             query,
             extra_query,
         );
-        ctx.grant = Some(grant);
         Ok(())
+    }
+
+    /// SPEC §12, after step 5: the target's guard rules. `block` refuses; `approval_required`
+    /// reads the body (bounded), and passes only with a `Gatehouse-Approval` a person gave for
+    /// exactly this request, else opens an approval and refuses with it. Nothing has gone
+    /// upstream when this refuses.
+    async fn guard(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rest: &str,
+        query: Option<&str>,
+    ) -> Result<Result<(), ApiError>> {
+        let (Some(grant), Some(caller)) = (&ctx.grant, &ctx.caller) else {
+            return Ok(Ok(()));
+        };
+        let method = session.req_header().method.clone();
+        let Some(verdict) = grant.target.guard.evaluate(&method, rest) else {
+            return Ok(Ok(()));
+        };
+        let (target, token_id) = (grant.target.clone(), caller.id);
+        let reason = verdict.reason;
+        match verdict.action {
+            RuleAction::Allow => {
+                ctx.guard = Some(GuardOutcome::Allow);
+                return Ok(Ok(()));
+            }
+            RuleAction::Block => {
+                ctx.guard = Some(GuardOutcome::Block);
+                return Ok(Err(GuardError::Blocked { reason }.into()));
+            }
+            RuleAction::ApprovalRequired => ctx.guard = Some(GuardOutcome::ApprovalRequired),
+        }
+        let Some(body) = request_body::read_for_upstream(session, MAX_GUARDED_BODY_BYTES).await?
+        else {
+            // The rest of the body is not read: the connection cannot carry another request.
+            session.set_keepalive(None);
+            return Ok(Err(GuardError::BodyTooLarge.into()));
+        };
+        let request = GuardedRequest::new(token_id, target.target.id, &method, rest, query, &body);
+        let named = session
+            .req_header()
+            .headers
+            .get(APPROVAL_HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let outcome = match named {
+            Some(id) => match self.approvals.redeem(&id, &request).await {
+                Ok(approver) => {
+                    ctx.guard = Some(GuardOutcome::Approved);
+                    ctx.approved_by = Some(approver);
+                    Ok(())
+                }
+                Err(error) => {
+                    if matches!(error, GuardError::Denied { .. }) {
+                        ctx.guard = Some(GuardOutcome::Denied);
+                    }
+                    Err(error.into())
+                }
+            },
+            None => {
+                let preview = body_preview(&body, &target.secrets);
+                match self.approvals.open(request, preview, reason.clone()).await {
+                    Ok(ticket) => Err(GuardError::ApprovalRequired { reason, ticket }.into()),
+                    Err(error) => Err(GuardError::Store(error).into()),
+                }
+            }
+        };
+        Ok(outcome)
     }
 
     /// Steps 1–2, counting refusals in `gatehouse_auth_failures_total`.
@@ -266,6 +353,8 @@ impl GatewayProxy {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             error: ctx.failure.as_ref().map(|e| e.audit_code().to_owned()),
             interface: self.interface,
+            guard_action: ctx.guard,
+            approved_by: ctx.approved_by.take(),
             created_at: chrono::Utc::now(),
         })
     }
@@ -340,7 +429,13 @@ impl ProxyHttp for GatewayProxy {
             Route::Mcp => self.serve_mcp(session, ctx).await,
             Route::Gateway { slug, rest, query } => {
                 ctx.audit_path = target.split('?').next().unwrap_or_default().to_owned();
-                if let Err(error) = self.admit(session, ctx, slug, rest, query) {
+                if let Err(error) = self.admit(session, ctx, slug, rest) {
+                    return self.refuse(session, ctx, error).await;
+                }
+                if let Err(error) = self.guard(session, ctx, rest, query).await? {
+                    return self.refuse(session, ctx, error).await;
+                }
+                if let Err(error) = Self::prepare_upstream(ctx, rest, query) {
                     return self.refuse(session, ctx, error).await;
                 }
                 // Step 6 for OAuth credentials: an access token (may wait on a refresh).

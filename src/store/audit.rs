@@ -18,10 +18,11 @@ use super::entities::audit_logs::{self, Column, Entity as AuditLogs};
 use super::{Store, StoreError};
 use crate::domain::Timestamp;
 use crate::domain::audit::{AuditCursor, AuditEntry, AuditQuery, Interface};
+use crate::domain::guard::GuardOutcome;
 use crate::domain::stats::{BatchRollup, Counter};
 
 /// The columns of one row, in the order `push_row` binds them.
-const COLUMNS: [Column; 14] = [
+const COLUMNS: [Column; 16] = [
     Column::Id,
     Column::TokenId,
     Column::TokenName,
@@ -35,6 +36,8 @@ const COLUMNS: [Column; 14] = [
     Column::UpstreamMs,
     Column::Error,
     Column::Interface,
+    Column::GuardAction,
+    Column::ApprovedBy,
     Column::CreatedAt,
 ];
 
@@ -81,6 +84,8 @@ fn encoded_len(entry: &AuditEntry) -> usize {
         + entry.client_ip.len()
         + entry.error.as_ref().map_or(0, String::len)
         + entry.interface.as_str().len()
+        + entry.guard_action.map_or(0, |g| g.as_str().len())
+        + entry.approved_by.as_ref().map_or(0, String::len)
 }
 
 /// Rows in each statement of a batch: as many as fit the parameter budget (at least one),
@@ -121,6 +126,8 @@ fn push_row(values: &mut Vec<Value>, entry: AuditEntry) {
         Value::BigInt(entry.upstream_ms.map(saturating_i64)),
         Value::String(entry.error),
         Value::String(Some(entry.interface.as_str().to_owned())),
+        Value::String(entry.guard_action.map(|g| g.as_str().to_owned())),
+        Value::String(entry.approved_by),
         Value::ChronoDateTimeUtc(Some(entry.created_at.trunc_subsecs(6))),
     ]);
 }
@@ -239,6 +246,8 @@ fn entry_from(model: audit_logs::Model) -> AuditEntry {
         error: model.error,
         // Only this module writes the column; an unknown value would be a foreign writer's.
         interface: Interface::parse(&model.interface).unwrap_or(Interface::Gateway),
+        guard_action: model.guard_action.as_deref().and_then(GuardOutcome::parse),
+        approved_by: model.approved_by,
         created_at: model.created_at,
     }
 }
@@ -262,6 +271,8 @@ mod tests {
             upstream_ms: Some(1),
             error: None,
             interface: Interface::Gateway,
+            guard_action: None,
+            approved_by: None,
             created_at: chrono::Utc::now(),
         }
     }
@@ -294,7 +305,7 @@ mod tests {
         let postgres = insert_statements(DbBackend::Postgres).unwrap();
         assert!(
             postgres[1].ends_with(
-                "($15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)"
+                "($17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)"
             ),
             "{}",
             postgres[1]

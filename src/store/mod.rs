@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod admin_tokens;
 pub mod audit;
 pub mod change_counter;
+pub mod guard;
 pub mod oauth;
 pub mod rate_windows;
 pub mod stats;

@@ -32,6 +32,7 @@ pub struct TargetPatch {
     pub name: Option<String>,
     pub base_url: Option<url::Url>,
     pub enabled: Option<bool>,
+    pub guard_defaults: Option<bool>,
 }
 
 /// An auth method to store. The id is chosen by the caller because the sealed credential is
@@ -117,6 +118,9 @@ impl Store {
         }
         if let Some(enabled) = patch.enabled {
             model.enabled = Set(enabled);
+        }
+        if let Some(on) = patch.guard_defaults {
+            model.guard_defaults = Set(on);
         }
         model.updated_at = Set(now());
         target_from(model.update(self.conn()).await?)
@@ -398,6 +402,7 @@ pub(super) async fn insert_target(
         enabled: Set(new.enabled),
         connected_account_id: Set(new.connected_account_id),
         capability: Set(new.capability.map(|c| c.as_str().to_owned())),
+        guard_defaults: Set(true),
         created_at: Set(at),
         updated_at: Set(at),
     };
@@ -485,6 +490,7 @@ fn target_from(model: targets::Model) -> Result<Target, StoreError> {
         },
         name: model.name,
         enabled: model.enabled,
+        guard_defaults: model.guard_defaults,
         connected_account_id: model.connected_account_id,
         created_at: model.created_at,
         updated_at: model.updated_at,

@@ -79,6 +79,8 @@ async fn seed(app: &TestApp) -> Seeded {
                 upstream_ms: (statuses[i] != 403).then_some(5 + i as u64),
                 error: (statuses[i] == 502).then(|| "upstream_connect".to_owned()),
                 interface: gatehouse::domain::audit::Interface::Gateway,
+                guard_action: None,
+                approved_by: None,
                 created_at: base + chrono::Duration::seconds(i as i64),
             }
         })

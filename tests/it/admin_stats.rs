@@ -37,6 +37,8 @@ fn entry(
         upstream_ms: Some(ms / 2),
         error: None,
         interface: Interface::Gateway,
+        guard_action: None,
+        approved_by: None,
         created_at: at,
     }
 }

@@ -360,6 +360,8 @@ async fn audit_pages_are_newest_first_with_a_cursor() {
             upstream_ms: Some(i),
             error: None,
             interface: gatehouse::domain::audit::Interface::Gateway,
+            guard_action: None,
+            approved_by: None,
             created_at: base + chrono::Duration::seconds(i as i64),
         })
         .collect();
@@ -425,6 +427,8 @@ async fn an_audit_batch_commits_rows_and_token_use_together_or_not_at_all() {
         } else {
             gatehouse::domain::audit::Interface::Gateway
         },
+        guard_action: None,
+        approved_by: None,
         created_at: base + chrono::Duration::microseconds(i as i64),
     };
     let all = |store: gatehouse::store::Store| async move {

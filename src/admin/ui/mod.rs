@@ -93,6 +93,8 @@ pub fn router() -> Router<Arc<AdminState>> {
 
 struct SessionEntry {
     csrf: String,
+    /// The name of the admin token that logged in (recorded as who decided an approval).
+    admin: String,
     expires: Instant,
 }
 
@@ -111,8 +113,8 @@ fn digest(text: &str) -> String {
 }
 
 impl Sessions {
-    /// A new session: its cookie value and CSRF token.
-    fn create(&self) -> (String, String) {
+    /// A new session of `admin`: its cookie value and CSRF token.
+    fn create(&self, admin: &str) -> (String, String) {
         let id = random_token();
         let csrf = random_token();
         let now = Instant::now();
@@ -122,17 +124,21 @@ impl Sessions {
             digest(&id),
             SessionEntry {
                 csrf: csrf.clone(),
+                admin: admin.to_owned(),
                 expires: now + SESSION_LIFETIME,
             },
         );
         (id, csrf)
     }
 
-    fn csrf_of(&self, id: &str) -> Option<String> {
+    /// The CSRF token and admin name of a live session.
+    fn lookup(&self, id: &str) -> Option<(String, String)> {
         let key = digest(id);
         let mut map = self.0.lock();
         match map.get(&key) {
-            Some(entry) if entry.expires > Instant::now() => Some(entry.csrf.clone()),
+            Some(entry) if entry.expires > Instant::now() => {
+                Some((entry.csrf.clone(), entry.admin.clone()))
+            }
             Some(_) => {
                 map.remove(&key);
                 None
@@ -164,6 +170,8 @@ fn session_cookie(state: &AdminState, value: &str, max_age: u64) -> Option<Heade
 pub struct Session {
     id: String,
     pub csrf: String,
+    /// The admin token's name.
+    pub admin: String,
 }
 
 impl FromRequestParts<Arc<AdminState>> for Session {
@@ -179,10 +187,8 @@ impl FromRequestParts<Arc<AdminState>> for Session {
             .cloned()
             .ok_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
         let id = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(|| see_other("/ui/login"))?;
-        let csrf = sessions
-            .csrf_of(&id)
-            .ok_or_else(|| see_other("/ui/login"))?;
-        Ok(Session { id, csrf })
+        let (csrf, admin) = sessions.lookup(&id).ok_or_else(|| see_other("/ui/login"))?;
+        Ok(Session { id, csrf, admin })
     }
 }
 
@@ -444,8 +450,8 @@ async fn login(
         headers.insert(header::AUTHORIZATION, value);
     }
     match Admin::from_headers(&state, &headers).await {
-        Ok(Admin) => {
-            let (id, _csrf) = sessions.create();
+        Ok(admin) => {
+            let (id, _csrf) = sessions.create(&admin.name);
             let mut response = see_other(HOME);
             if let Some(cookie) = session_cookie(&state, &id, SESSION_LIFETIME.as_secs()) {
                 response.headers_mut().insert(header::SET_COOKIE, cookie);

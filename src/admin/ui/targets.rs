@@ -258,6 +258,7 @@ pub async fn edit(
                 name: form.get("name").map(str::to_owned),
                 base_url: form.get("base_url").map(str::to_owned),
                 enabled: Some(form.checked("enabled")),
+                guard_defaults: None,
             },
         )
         .await?;

@@ -18,6 +18,10 @@ pub struct Model {
     pub upstream_ms: Option<i64>,
     pub error: Option<String>,
     pub interface: String,
+    /// What a guard rule did (SPEC §12); `None` when no rule matched.
+    pub guard_action: Option<String>,
+    /// Who approved the request, for `approved`.
+    pub approved_by: Option<String>,
     pub created_at: DateTimeUtc,
 }
 

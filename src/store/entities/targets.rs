@@ -13,6 +13,8 @@ pub struct Model {
     pub enabled: bool,
     pub connected_account_id: Option<Uuid>,
     pub capability: Option<String>,
+    /// The built-in guard rules on (SPEC §12).
+    pub guard_defaults: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -7,7 +7,9 @@
 //!   (`Authorization: Bearer …` on every HTTP request when a token is given) and runs the
 //!   initialize handshake. With several URLs, HTTP request i goes to `urls[i % n]` (replicas
 //!   behind a round-robin balancer). [`McpClient::connect_with_version`] makes the client offer
-//!   a given protocol version.
+//!   a given protocol version. [`McpClient::connect_with_elicitation`] makes it declare
+//!   form-mode elicitation and answer every `elicitation/create` the same way (a person
+//!   accepting, declining or dismissing); [`McpClient::elicitations`] lists what it was asked.
 //! - [`McpClient::list_tools`] also makes the SDK validate every later `structuredContent`
 //!   against the tool's `outputSchema` (a mismatch is an error).
 //! - [`McpClient::http_log`] tells, per HTTP request, which URL it went to, its method, status
@@ -82,8 +84,13 @@ pub struct HttpExchange {
     pub index: Option<usize>,
     pub url: String,
     pub method: String,
-    /// The JSON-RPC method of a POST body (`initialize`, `tools/call`, …).
+    /// The JSON-RPC method of a POST body (`initialize`, `tools/call`, …); `(response)` when
+    /// the body is the client's response to a server request (an elicitation answer).
     pub rpc_method: Option<String>,
+    /// The JSON-RPC `id` of a POST body (`None` for a notification); for an elicitation
+    /// answer, the id of the server's `elicitation/create`.
+    #[serde(default)]
+    pub rpc_id: Option<Value>,
     /// The `protocolVersion` an `initialize` request offered.
     pub offered_protocol_version: Option<String>,
     /// The request's `MCP-Protocol-Version` header.
@@ -216,6 +223,38 @@ impl McpClient {
             "protocolVersion": version,
         }))
         .await
+    }
+
+    /// Like [`Self::connect`] to `url` with `token`, the client declaring form-mode
+    /// elicitation and answering every `elicitation/create` with `answer`: `{"action":
+    /// "accept" | "decline" | "cancel", "content"?: {…}, "delayMs"?: n}` (`content` is sent
+    /// only with accept; `delayMs` is how long the "person" takes).
+    pub async fn connect_with_elicitation(
+        &mut self,
+        url: &str,
+        token: &str,
+        answer: Value,
+    ) -> Result<Value, McpCallError> {
+        self.send(json!({
+            "op": "connect",
+            "urls": [url],
+            "token": token,
+            "elicitation": answer,
+        }))
+        .await
+    }
+
+    /// The `elicitation/create` requests of the current connection, oldest first: `{requestId,
+    /// params: {mode, message, requestedSchema, …}, receivedAt}` (`receivedAt` in ms since the
+    /// Unix epoch).
+    pub async fn elicitations(&mut self) -> Vec<Value> {
+        let list = self
+            .send(json!({"op": "elicitations"}))
+            .await
+            .unwrap_or_else(|e| panic!("elicitations: {e}"));
+        list.as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("bad elicitations {list}"))
     }
 
     /// `tools/list`, as the server sent it (`{tools: [...]}`).

@@ -10,6 +10,7 @@ import readline from 'node:readline';
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 
 // Keep stdout for answers only, whatever a library might print.
 console.log = (...args) => console.error(...args);
@@ -23,7 +24,11 @@ const state = {
   /** One entry per HTTP request the transport made, in the order they were sent. */
   httpLog: [],
   requestCount: 0,
+  /** The `elicitation/create` requests the server sent on the current connection. */
+  elicitations: [],
 };
+
+const ELICIT_ACTIONS = ['accept', 'decline', 'cancel'];
 
 function answer(message) {
   process.stdout.write(`${JSON.stringify(message)}\n`);
@@ -66,12 +71,19 @@ function makeFetch(urls, protocolVersion) {
     }
     let body = init.body;
     let rpcMethod = null;
+    let rpcId = null;
     let offered = null;
     if (typeof body === 'string') {
       try {
         const message = JSON.parse(body);
         const first = Array.isArray(message) ? message[0] : message;
         rpcMethod = first?.method ?? null;
+        // The client's answer to a server request (e.g. elicitation/create) has no method.
+        const isObject = typeof first === 'object' && first !== null;
+        if (rpcMethod === null && isObject && ('result' in first || 'error' in first)) {
+          rpcMethod = '(response)';
+        }
+        rpcId = first?.id ?? null;
         if (first?.method === 'initialize') {
           if (protocolVersion) {
             first.params = { ...first.params, protocolVersion };
@@ -90,6 +102,7 @@ function makeFetch(urls, protocolVersion) {
       url: target,
       method: (init.method ?? 'GET').toUpperCase(),
       rpcMethod,
+      rpcId,
       offeredProtocolVersion: offered,
       requestProtocolVersion: headers.get('mcp-protocol-version'),
       requestSessionId: headers.get('mcp-session-id'),
@@ -132,6 +145,21 @@ function connectedClient() {
   return state.client;
 }
 
+/**
+ * The `elicitation` field of `connect`, checked here so a test's typo fails the connect rather
+ * than surfacing as a server-side error later.
+ */
+function elicitationAnswer(spec) {
+  if (spec === null || typeof spec !== 'object' || !ELICIT_ACTIONS.includes(spec.action)) {
+    throw new Error(`connect "elicitation" needs "action": one of ${ELICIT_ACTIONS.join(', ')}`);
+  }
+  const delayMs = spec.delayMs ?? 0;
+  if (!Number.isFinite(delayMs) || delayMs < 0) {
+    throw new Error('connect "elicitation.delayMs" must be a number >= 0');
+  }
+  return { action: spec.action, content: spec.content, delayMs };
+}
+
 /** Run `callTool` and turn a thrown error into `{error: {...}}` (for `callMany`). */
 async function settledCall(client, name, args) {
   try {
@@ -148,8 +176,14 @@ const ops = {
     if (!Array.isArray(urls) || urls.length === 0) {
       throw new Error('connect needs "urls": a non-empty list');
     }
+    const given = command.elicitation;
+    const elicitation = given === null || given === undefined ? null : elicitationAnswer(given);
     state.httpLog = [];
     state.requestCount = 0;
+    // The handler below appends to this connection's own list, even if it answers after a
+    // later connect.
+    const elicitations = [];
+    state.elicitations = elicitations;
     const requestInit = {};
     if (command.token !== null && command.token !== undefined) {
       requestInit.headers = { Authorization: `Bearer ${command.token}` };
@@ -161,7 +195,28 @@ const ops = {
     transport.onerror = (error) => {
       console.error(`mcp-client: transport error: ${error?.message ?? error}`);
     };
-    const client = new Client({ name: 'gatehouse-tests', version: '0.0.0' });
+    // The SDK only accepts an elicitation/create handler when the capability is declared (and
+    // answers a form-mode request with an error unless `form` is, or the object is empty).
+    const client = new Client(
+      { name: 'gatehouse-tests', version: '0.0.0' },
+      elicitation ? { capabilities: { elicitation: { form: {} } } } : undefined,
+    );
+    if (elicitation) {
+      client.setRequestHandler(ElicitRequestSchema, async (request, extra) => {
+        elicitations.push({
+          requestId: extra?.requestId ?? null,
+          params: structuredClone(request.params),
+          receivedAt: Date.now(),
+        });
+        if (elicitation.delayMs > 0) {
+          await new Promise((resolve) => setTimeout(resolve, elicitation.delayMs));
+        }
+        // The spec has content only with accept.
+        return elicitation.action === 'accept' && elicitation.content !== undefined
+          ? { action: 'accept', content: elicitation.content }
+          : { action: elicitation.action };
+      });
+    }
     client.onerror = (error) => {
       console.error(`mcp-client: client error: ${error?.message ?? error}`);
     };
@@ -207,6 +262,10 @@ const ops = {
 
   async httpLog() {
     return state.httpLog;
+  },
+
+  async elicitations() {
+    return state.elicitations;
   },
 
   async close() {
