@@ -264,6 +264,7 @@ impl App {
             access_tokens: access_tokens.clone(),
             rate_limits,
             approvals: approvals.clone(),
+            elicitation_wait: config.guard.elicitation_wait,
             interface: Interface::Gateway,
             mcp: None,
             upstream_roots,

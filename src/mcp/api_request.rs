@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::forward::{ForwardRequest, ForwardResponse};
 use crate::domain::validation::ValidationError;
+use crate::guard::APPROVAL_HEADER;
 
 /// Bytes of a slug that may stand as they are in the `/gateway/{slug}` segment.
 const SLUG_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-');
@@ -34,13 +35,15 @@ const PATH_ESCAPES: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'^');
 
-/// Headers the tool frames itself: the agent's values would contradict the body it sends.
-const FRAMING_HEADERS: [&str; 5] = [
+/// Headers the tool frames itself: the agent's values would contradict the body it sends
+/// (and the approval is named by `approval_id`, once).
+const FRAMING_HEADERS: [&str; 6] = [
     "authorization",
     "content-length",
     "transfer-encoding",
     "connection",
     "host",
+    APPROVAL_HEADER,
 ];
 
 /// Input of `api_request`.
@@ -68,6 +71,10 @@ pub struct ApiRequestInput {
     /// A binary body, base64-encoded (instead of `body`).
     #[serde(default)]
     pub body_base64: Option<String>,
+    /// The id of an approval a person gave for exactly this request (the `approval.id` of an
+    /// earlier `approval required` result): the request then passes once.
+    #[serde(default)]
+    pub approval_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
@@ -155,6 +162,12 @@ pub fn forward_request(
         })?;
         has_content_type |= header_name == http::header::CONTENT_TYPE;
         headers.push((header_name, header_value));
+    }
+
+    if let Some(id) = input.approval_id.as_deref() {
+        let value = HeaderValue::from_str(id.trim())
+            .map_err(|_| ValidationError::new("approval_id", "not an approval id"))?;
+        headers.push((HeaderName::from_static(APPROVAL_HEADER), value));
     }
 
     let body = match (input.body, input.body_base64) {

@@ -7,6 +7,7 @@
 //! the gateway pipeline behind [`Forwarder`].
 
 mod api_request;
+pub mod elicitation;
 mod forward;
 pub mod setup;
 
@@ -45,7 +46,10 @@ Gatehouse adds the credential and returns the upstream's status, headers and bod
 with an `integration` are managed: they reach one person's mailbox or calendar through \
 Microsoft Graph or the Google APIs, on behalf of the account named there (`email`). A refusal \
 by the gateway (no permission, read-only access, invalid path, an account that needs \
-reconnecting) comes back as an error result with the status and the reason.";
+reconnecting) comes back as an error result with the status and the reason. A request a \
+guard rule holds (e.g. a DELETE) comes back as `approval required` with an `approval` object: \
+a person must approve it, at `approval.url` or in your client if it asks; then call \
+`api_request` again with the same input plus `approval_id`. It passes once, unchanged.";
 
 /// The rmcp HTTP service the proxy hands `/mcp` requests to.
 pub type McpHttpService = StreamableHttpService<GatehouseTools, NeverSessionManager>;

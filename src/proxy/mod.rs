@@ -104,6 +104,8 @@ pub struct GatewayProxy {
     pub rate_limits: RateLimiter,
     /// Approvals of guarded requests (SPEC §12), shared by both instances.
     pub approvals: Approvals,
+    /// `guard.elicitation_wait`: how long a held `api_request` waits for the person's answer.
+    pub elicitation_wait: std::time::Duration,
     /// `gateway` on the listener; `mcp` on the instance behind the `api_request` tool.
     pub interface: Interface,
     /// The MCP endpoint, on the listener's instance only.
@@ -128,6 +130,7 @@ impl GatewayProxy {
             access_tokens: self.access_tokens.clone(),
             rate_limits: self.rate_limits.clone(),
             approvals: self.approvals.clone(),
+            elicitation_wait: self.elicitation_wait,
             interface: Interface::Mcp,
             mcp: None,
             upstream_roots: self.upstream_roots.clone(),
@@ -318,7 +321,11 @@ impl GatewayProxy {
             authorization,
             client_ip: ctx.client_ip,
         };
-        match mcp_endpoint::serve(session, service, caller).await? {
+        let elicit = mcp_endpoint::Elicitation {
+            approvals: &self.approvals,
+            wait: self.elicitation_wait,
+        };
+        match mcp_endpoint::serve(session, service, caller, &elicit).await? {
             Ok(()) => Ok(true),
             Err(error) => self.refuse(session, ctx, error).await,
         }

@@ -225,19 +225,19 @@ impl McpClient {
         .await
     }
 
-    /// Like [`Self::connect`] to `url` with `token`, the client declaring form-mode
+    /// Like [`Self::connect`] to `urls` with `token`, the client declaring form-mode
     /// elicitation and answering every `elicitation/create` with `answer`: `{"action":
     /// "accept" | "decline" | "cancel", "content"?: {…}, "delayMs"?: n}` (`content` is sent
     /// only with accept; `delayMs` is how long the "person" takes).
     pub async fn connect_with_elicitation(
         &mut self,
-        url: &str,
+        urls: &[String],
         token: &str,
         answer: Value,
     ) -> Result<Value, McpCallError> {
         self.send(json!({
             "op": "connect",
-            "urls": [url],
+            "urls": urls,
             "token": token,
             "elicitation": answer,
         }))
