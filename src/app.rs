@@ -344,10 +344,8 @@ impl App {
                 heap_trimmer,
                 webhook_dispatcher,
                 rate_pruner,
-            ]
-            .into_iter()
-            .chain(retention)
-            .collect(),
+                retention,
+            ],
             grace: config.proxy.shutdown_grace,
         })
     }

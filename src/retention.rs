@@ -4,6 +4,10 @@
 //! retention, the others skip the round — no double work. Deletes run in statements of at most
 //! `PRUNE_BATCH` rows with a pause between, so no statement holds a lock for long and the audit
 //! writer's transactions interleave with the pruning.
+//!
+//! The same round sweeps approvals (SPEC §12): undecided or unused ones past their deadline are
+//! marked `expired`, and rows that expired more than [`APPROVALS_KEPT`] ago are deleted (the
+//! audit rows keep what the guard did). That runs even when audit retention is off.
 
 use std::time::Duration;
 
@@ -17,6 +21,8 @@ const LEASE: &str = "audit_retention";
 const PRUNE_BATCH: u64 = 1_000;
 /// Minutes of rollups per delete statement.
 const ROLLUP_MINUTES: i64 = 60;
+/// How long an approval stays listed after its deadline.
+pub const APPROVALS_KEPT: Duration = Duration::from_secs(24 * 3600);
 /// Between two delete statements: lets other writers in.
 const PAUSE: Duration = Duration::from_millis(20);
 
@@ -28,12 +34,9 @@ pub struct Retention {
     pub owner: String,
 }
 
-/// Start the pruning loop; `None` when retention is off (`0s`).
-pub fn spawn(retention: Retention, mut shutdown: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
-    if retention.keep.is_zero() {
-        return None;
-    }
-    Some(tokio::spawn(async move {
+/// Start the pruning loop (with `audit.retention` `0s` it only sweeps approvals).
+pub fn spawn(retention: Retention, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(retention.every);
         loop {
             tokio::select! {
@@ -45,7 +48,7 @@ pub fn spawn(retention: Retention, mut shutdown: watch::Receiver<bool>) -> Optio
                 }
             }
         }
-    }))
+    })
 }
 
 impl Retention {
@@ -54,9 +57,10 @@ impl Retention {
     /// the lease).
     pub async fn round(&self, shutdown: &watch::Receiver<bool>) -> Result<u64, StoreError> {
         let now = chrono::Utc::now();
-        let (Ok(keep), Ok(lease)) = (
+        let (Ok(keep), Ok(lease), Ok(approvals_kept)) = (
             chrono::Duration::from_std(self.keep),
             chrono::Duration::from_std(self.every),
+            chrono::Duration::from_std(APPROVALS_KEPT),
         ) else {
             return Ok(0);
         };
@@ -71,6 +75,13 @@ impl Retention {
             .claim_maintenance_lease(LEASE, &self.owner, lease_until)
             .await?
         {
+            return Ok(0);
+        }
+        let (expired, swept) = self.store.sweep_approvals(now - approvals_kept).await?;
+        if expired + swept > 0 {
+            tracing::info!(expired, deleted = swept, "approvals swept");
+        }
+        if self.keep.is_zero() {
             return Ok(0);
         }
         let stop = || *shutdown.borrow() || chrono::Utc::now() >= lease_until;

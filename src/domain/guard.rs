@@ -285,12 +285,21 @@ impl GuardPolicy {
     }
 }
 
-/// The path rules compare: percent-decoded (so `/dele%74e` is `/delete`) and ASCII
-/// lower-cased (so `/DELETE` is too). Bytes that do not decode to UTF-8 are kept lossily.
+/// The path rules compare: percent-decoded until nothing changes (so `/dele%74e` and
+/// `/dele%2574e` are `/delete`; at most three rounds) and ASCII lower-cased (so `/DELETE` is
+/// too). Bytes that do not decode to UTF-8 are kept lossily.
 pub fn normalized_path(path: &str) -> String {
-    percent_encoding::percent_decode_str(path)
-        .decode_utf8_lossy()
-        .to_ascii_lowercase()
+    let mut path = path.to_owned();
+    for _ in 0..3 {
+        let decoded = percent_encoding::percent_decode_str(&path)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == path {
+            break;
+        }
+        path = decoded;
+    }
+    path.to_ascii_lowercase()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -455,6 +464,7 @@ mod tests {
         }
         // Encoding and case do not hide a word.
         assert_eq!(action(&policy, Method::POST, "/v1/dele%74e"), held);
+        assert_eq!(action(&policy, Method::POST, "/v1/dele%2574e"), held);
         assert_eq!(action(&policy, Method::GET, "/v1/DROP"), held);
         assert_eq!(action(&policy, Method::GET, "/repos/x/issues"), None);
         let off = GuardPolicy {
