@@ -285,6 +285,25 @@ impl GuardPolicy {
     }
 }
 
+/// Headers some APIs (Google's among them) read as the real method of a POST.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The method the upstream may act on: a method-override header's value when there is a valid
+/// one (so `POST` + `X-HTTP-Method-Override: DELETE` is guarded as the `DELETE` it is), else
+/// the request's own.
+pub fn effective_method<'a>(method: &Method, overrides: impl Iterator<Item = &'a [u8]>) -> Method {
+    overrides
+        .filter_map(|value| {
+            Method::from_bytes(value.trim_ascii().to_ascii_uppercase().as_slice()).ok()
+        })
+        .next()
+        .unwrap_or_else(|| method.clone())
+}
+
 /// The path rules compare: percent-decoded until nothing changes (so `/dele%74e` and
 /// `/dele%2574e` are `/delete`; at most three rounds) and ASCII lower-cased (so `/DELETE` is
 /// too). Bytes that do not decode to UTF-8 are kept lossily.
@@ -472,6 +491,20 @@ mod tests {
             defaults: None,
         };
         assert_eq!(action(&off, Method::DELETE, "/repos/x"), None);
+    }
+
+    #[test]
+    fn method_overrides_are_guarded_as_the_method_they_name() {
+        let post = Method::POST;
+        assert_eq!(
+            effective_method(&post, [&b" delete "[..]].into_iter()),
+            Method::DELETE
+        );
+        assert_eq!(effective_method(&post, std::iter::empty()), Method::POST);
+        assert_eq!(
+            effective_method(&post, [&b"no method"[..]].into_iter()),
+            Method::POST
+        );
     }
 
     #[test]

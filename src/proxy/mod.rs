@@ -80,7 +80,8 @@ use crate::audit::AuditSink;
 use crate::config::UpstreamConfig;
 use crate::domain::audit::{AuditEntry, Interface};
 use crate::domain::guard::{
-    GuardOutcome, GuardedRequest, MAX_GUARDED_BODY_BYTES, RuleAction, body_preview,
+    GuardOutcome, GuardedRequest, MAX_GUARDED_BODY_BYTES, METHOD_OVERRIDE_HEADERS, RuleAction,
+    body_preview, effective_method,
 };
 use crate::domain::upstream_path::{self, Route};
 use crate::egress::EgressPolicy;
@@ -213,7 +214,12 @@ impl GatewayProxy {
         let (Some(grant), Some(caller)) = (&ctx.grant, &ctx.caller) else {
             return Ok(Ok(()));
         };
-        let method = session.req_header().method.clone();
+        let header = session.req_header();
+        let overrides = METHOD_OVERRIDE_HEADERS
+            .iter()
+            .filter_map(|name| header.headers.get(*name))
+            .map(|value| value.as_bytes());
+        let method = effective_method(&header.method, overrides);
         let Some(verdict) = grant.target.guard.evaluate(&method, rest) else {
             return Ok(Ok(()));
         };

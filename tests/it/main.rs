@@ -19,6 +19,7 @@ mod admin_tokens;
 mod cli;
 mod connected_accounts;
 mod guard;
+mod guard_bypass;
 mod guard_retention;
 mod listeners;
 mod mcp;
