@@ -1,6 +1,8 @@
 //! Guard rules and approvals (SPEC §12): which requests a target blocks or holds for a
 //! person's approval, and the approval that binds a decision to one exact request.
 
+use std::borrow::Cow;
+
 use http::Method;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
@@ -112,6 +114,8 @@ pub struct RuleMatch {
     pub path_match: PathMatch,
     /// Stored as given; compared case-insensitively (see [`normalized_path`]).
     pub path: String,
+    /// `path` normalized once, as request paths are per request.
+    needle: String,
 }
 
 impl RuleMatch {
@@ -146,6 +150,7 @@ impl RuleMatch {
         Ok(Self {
             method,
             path_match,
+            needle: normalized_path(path).into_owned(),
             path: path.to_owned(),
         })
     }
@@ -154,11 +159,11 @@ impl RuleMatch {
         if self.method.as_ref().is_some_and(|m| m != method) {
             return false;
         }
-        let needle = self.path.to_ascii_lowercase();
+        let needle = self.needle.as_str();
         match self.path_match {
             PathMatch::Equals => path == needle,
-            PathMatch::Prefix => path.starts_with(&needle),
-            PathMatch::Contains => path.contains(&needle),
+            PathMatch::Prefix => path.starts_with(needle),
+            PathMatch::Contains => path.contains(needle),
         }
     }
 }
@@ -307,7 +312,11 @@ pub fn effective_method<'a>(method: &Method, overrides: impl Iterator<Item = &'a
 /// The path rules compare: percent-decoded until nothing changes (so `/dele%74e` and
 /// `/dele%2574e` are `/delete`; at most three rounds) and ASCII lower-cased (so `/DELETE` is
 /// too). Bytes that do not decode to UTF-8 are kept lossily.
-pub fn normalized_path(path: &str) -> String {
+pub fn normalized_path(path: &str) -> Cow<'_, str> {
+    // The common case costs no allocation: nothing to decode, nothing to lower.
+    if !path.bytes().any(|b| b == b'%' || b.is_ascii_uppercase()) {
+        return Cow::Borrowed(path);
+    }
     let mut path = path.to_owned();
     for _ in 0..3 {
         let decoded = percent_encoding::percent_decode_str(&path)
@@ -318,7 +327,7 @@ pub fn normalized_path(path: &str) -> String {
         }
         path = decoded;
     }
-    path.to_ascii_lowercase()
+    Cow::Owned(path.to_ascii_lowercase())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
