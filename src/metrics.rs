@@ -38,6 +38,9 @@ pub struct Metrics {
     /// `{target}`: requests refused for their token's rate limit (by target slug, or `-`;
     /// never by token, whose ids are unbounded).
     pub rate_limited: IntCounterVec,
+    /// What guard rules did (SPEC §12): `allow`, `block`, `approval_required`, `approved`,
+    /// `denied`, by target.
+    pub guard_actions: IntCounterVec,
 }
 
 impl Metrics {
@@ -133,6 +136,15 @@ impl Metrics {
             &["target"],
         )?;
         registry.register(Box::new(rate_limited.clone()))?;
+        let guard_actions = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_guard_actions_total",
+                "Requests a guard rule matched, by target and what it did (allow, block, \
+                 approval_required, approved, denied)",
+            ),
+            &["target", "action"],
+        )?;
+        registry.register(Box::new(guard_actions.clone()))?;
         registry.register(Box::new(client_timeouts.clone()))?;
         registry.register(Box::new(token_cache.clone()))?;
         registry.register(Box::new(token_refresh.clone()))?;
@@ -158,6 +170,7 @@ impl Metrics {
             client_timeouts,
             webhook_deliveries,
             rate_limited,
+            guard_actions,
         })
     }
 

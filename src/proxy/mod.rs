@@ -632,6 +632,12 @@ impl ProxyHttp for GatewayProxy {
             if matches!(ctx.failure, Some(ApiError::RateLimited { .. })) {
                 self.metrics.rate_limited.with_label_values(&[label]).inc();
             }
+            if let Some(action) = ctx.guard {
+                self.metrics
+                    .guard_actions
+                    .with_label_values(&[label, action.as_str()])
+                    .inc();
+            }
         }
         if let Some(entry) = self.audit_entry(session, ctx, target.as_deref(), status) {
             self.audit.record(entry);

@@ -2,9 +2,12 @@
 //! rule reaches an upstream without a person's decision"): a method-override header on a POST,
 //! and encodings or case of the path.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::support::TestApp;
+use crate::support::agent::within;
 use crate::support::upstream::FakeUpstream;
 
 async fn status_of(token: &str, request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
@@ -40,6 +43,19 @@ async fn a_method_override_is_guarded_as_the_method_it_names() {
         0,
         "no overridden DELETE reached the upstream"
     );
+    // Counted in the logging phase, which may run just after the answer reached us.
+    let expected = r#"gatehouse_guard_actions_total{action="approval_required",target="api"} 3"#;
+    let counted = within(Duration::from_secs(5), || async {
+        let metrics = app
+            .http
+            .get(app.metrics_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        metrics.text().await.unwrap().contains(expected)
+    })
+    .await;
+    assert!(counted, "{expected}");
     // A plain POST is not held.
     let (status, _) = status_of(
         &agent.token,
