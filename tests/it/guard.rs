@@ -408,7 +408,7 @@ async fn an_approved_request_passes_once_with_exactly_its_body_and_without_the_h
 
     let decided = approve(app, &id).await;
     assert_eq!(decided["id"], id.as_str());
-    assert_eq!(listed(app, "approved").await, [id.clone()]);
+    assert_eq!(listed(app, "approved").await, vec![id.clone()]);
     assert!(listed(app, "pending").await.is_empty());
 
     let passed = send(&setup, Method::POST, &path, &body, Some(&id)).await;
@@ -510,7 +510,7 @@ async fn an_approval_is_used_once_even_by_two_concurrent_requests() {
     assert_refused(&again, "approval already used");
     assert_eq!(setup.upstream.count(), 1);
     assert_eq!(approval(app, &id).await["status"], "used");
-    assert_eq!(listed(app, "used").await, [id.clone()]);
+    assert_eq!(listed(app, "used").await, vec![id.clone()]);
     audit_errors(app, agent.token_id, "approval_used", 1).await;
 
     // A race: both re-sends read the approval as approved; only one may win the update.
@@ -624,7 +624,7 @@ async fn a_denied_approval_refuses_the_request_and_cannot_be_decided_again() {
     assert_eq!(denied["status"], "denied", "{denied}");
     assert_eq!(denied["decided_by"], DECIDED_BY, "{denied}");
     assert!(denied["decided_at"].is_string());
-    assert_eq!(listed(app, "denied").await, [id.clone()]);
+    assert_eq!(listed(app, "denied").await, vec![id.clone()]);
 
     let reply = send(&setup, Method::POST, PUBLISH, body, Some(&id)).await;
     assert_eq!(reply.status, 403, "{}", reply.text);
