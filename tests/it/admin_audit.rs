@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::support::TestApp;
 use crate::support::admin::{AdminClient, json_id};
 
-const ENTRY_KEYS: [&str; 14] = [
+const ENTRY_KEYS: [&str; 16] = [
     "id",
     "token_id",
     "token_name",
@@ -28,6 +28,8 @@ const ENTRY_KEYS: [&str; 14] = [
     "upstream_ms",
     "error",
     "interface",
+    "guard_action",
+    "approved_by",
     "created_at",
 ];
 

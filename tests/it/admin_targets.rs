@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::support::admin::{MANAGED_MESSAGE, json_id, managed_target};
 use crate::support::{TestApp, TestDb};
 
-const TARGET_KEYS: [&str; 11] = [
+const TARGET_KEYS: [&str; 12] = [
     "id",
     "name",
     "slug",
@@ -25,6 +25,7 @@ const TARGET_KEYS: [&str; 11] = [
     "connected_account_id",
     "capability",
     "auth_method_count",
+    "guard_defaults",
     "created_at",
     "updated_at",
 ];

@@ -41,6 +41,7 @@ mod rate_limits;
 mod replica_propagation;
 mod secrets_at_rest;
 mod store;
+mod ui_approvals;
 mod ui_browser;
 mod ui_overview;
 mod webhooks;

@@ -118,9 +118,7 @@ async fn admin_ui_in_a_real_browser() {
         .await
         .unwrap();
     browser.click_and_wait("form button[type=submit]").await;
-    // A login lands on the overview; the integrations page is one click away.
-    wait_for_path(&browser, "/ui/overview").await;
-    browser.goto(&ui("/ui/integrations")).await;
+    // A login brings the browser back to the page it asked for.
     wait_for_path(&browser, "/ui/integrations").await;
     let text = browser.text().await;
     assert!(text.contains("Microsoft 365"), "{text}");
@@ -479,14 +477,18 @@ async fn ui_sessions_and_csrf() {
     let http = &app.http;
 
     // No session: pages and actions send the browser to the login page.
-    for (method, path) in [(Method::GET, "/ui/tokens"), (Method::POST, "/ui/tokens")] {
+    // A page asked for comes back after the login; a form post cannot be replayed.
+    for (method, path, login) in [
+        (Method::GET, "/ui/tokens", "/ui/login?next=%2Fui%2Ftokens"),
+        (Method::POST, "/ui/tokens", "/ui/login"),
+    ] {
         let response = http
             .request(method, app.admin_url(path))
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 303);
-        assert_eq!(response.headers()["location"], "/ui/login");
+        assert_eq!(response.headers()["location"], login);
     }
 
     let response = http

@@ -3,6 +3,7 @@
 //! (`gatehouse_session`, in-memory sessions stored by hash), and a CSRF token per session in a
 //! hidden field of every form.
 
+mod approvals;
 mod audit;
 mod integrations;
 mod overview;
@@ -16,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, FromRequestParts, State};
+use axum::extract::{Extension, FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
@@ -84,6 +85,22 @@ pub fn router() -> Router<Arc<AdminState>> {
         .route("/ui/webhooks/{id}", get(webhooks::detail))
         .route("/ui/webhooks/{id}/test", post(webhooks::test))
         .route("/ui/webhooks/{id}/delete", post(webhooks::delete))
+        .route("/ui/approvals", get(approvals::list))
+        .route("/ui/approvals/{id}", get(approvals::detail))
+        .route("/ui/approvals/{id}/approve", post(approvals::approve))
+        .route("/ui/approvals/{id}/deny", post(approvals::deny))
+        .route(
+            "/ui/targets/{id}/guard-rules",
+            post(targets::create_guard_rule),
+        )
+        .route(
+            "/ui/targets/{id}/guard-rules/{rule_id}/delete",
+            post(targets::delete_guard_rule),
+        )
+        .route(
+            "/ui/targets/{id}/guard-defaults",
+            post(targets::guard_defaults),
+        )
         .layer(Extension(sessions))
 }
 
@@ -186,10 +203,47 @@ impl FromRequestParts<Arc<AdminState>> for Session {
             .get::<Arc<Sessions>>()
             .cloned()
             .ok_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
-        let id = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(|| see_other("/ui/login"))?;
-        let (csrf, admin) = sessions.lookup(&id).ok_or_else(|| see_other("/ui/login"))?;
+        let to_login = || see_other(&login_location(parts));
+        let id = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(to_login)?;
+        let (csrf, admin) = sessions.lookup(&id).ok_or_else(to_login)?;
         Ok(Session { id, csrf, admin })
     }
+}
+
+/// The login page, with `next` = the page asked for when it was a GET (a form post cannot be
+/// replayed by a redirect; its page is gone with the session anyway).
+fn login_location(parts: &Parts) -> String {
+    if parts.method != Method::GET {
+        return "/ui/login".to_owned();
+    }
+    // The UI router is merged, not nested: the URI is the one the browser asked for.
+    let uri = &parts.uri;
+    let asked = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    match safe_next(asked) {
+        Some(next) => {
+            let query: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("next", next)
+                .finish();
+            format!("/ui/login?{query}")
+        }
+        None => "/ui/login".to_owned(),
+    }
+}
+
+/// Longest `next` kept.
+const MAX_NEXT_LEN: usize = 2_000;
+
+/// `next` when it is a page of this UI: a path under `/ui/` on this origin. Anything else (an
+/// absolute or scheme-relative URL, a backslash some browsers read as `/`, spaces, control or
+/// non-ASCII characters, which a `Location` header cannot carry raw) is dropped, so the login
+/// page cannot redirect off-site.
+fn safe_next(next: &str) -> Option<&str> {
+    let page = next.split(['?', '#']).next().unwrap_or_default();
+    let ok = next.len() <= MAX_NEXT_LEN
+        && next.starts_with("/ui/")
+        && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+        && !matches!(page, "/ui/login" | "/ui/logout");
+    ok.then_some(next)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -351,6 +405,7 @@ pub enum Nav {
     Tokens,
     Audit,
     Webhooks,
+    Approvals,
 }
 
 /// A full page: header with navigation and logout, then `content`.
@@ -381,6 +436,7 @@ pub fn layout(session: &Session, nav: Nav, title: &str, content: Markup) -> Resp
                             (link(Nav::Tokens, "/ui/tokens", "Tokens"))
                             (link(Nav::Audit, "/ui/audit", "Audit log"))
                             (link(Nav::Webhooks, "/ui/webhooks", "Webhooks"))
+                            (link(Nav::Approvals, "/ui/approvals", "Approvals"))
                         }
                     }
                     form.logout method="post" action="/ui/logout" {
@@ -415,7 +471,7 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
-fn login_form(error: Option<&str>) -> Markup {
+fn login_form(error: Option<&str>, next: Option<&str>) -> Markup {
     bare_layout(
         "Log in",
         html! {
@@ -427,6 +483,9 @@ fn login_form(error: Option<&str>) -> Markup {
                 label for="token" { "Admin token" }
                 input #token type="password" name="token" autocomplete="off" required
                     placeholder="sga_…";
+                @if let Some(next) = next {
+                    input type="hidden" name="next" value=(next);
+                }
                 p.hint { "The configured GATEHOUSE_ADMIN_TOKEN or a stored admin token." }
                 button.primary type="submit" { "Log in" }
             }
@@ -434,8 +493,10 @@ fn login_form(error: Option<&str>) -> Markup {
     )
 }
 
-async fn login_page() -> Response {
-    Html(login_form(None).into_string()).into_response()
+async fn login_page(RawQuery(query): RawQuery) -> Response {
+    let query = FormData::parse(query.unwrap_or_default().as_bytes());
+    let next = query.get("next").and_then(safe_next);
+    Html(login_form(None, next).into_string()).into_response()
 }
 
 async fn login(
@@ -445,6 +506,7 @@ async fn login(
 ) -> Response {
     let form = FormData::parse(&body);
     let token = form.get("token").unwrap_or_default().trim().to_owned();
+    let next = form.get("next").and_then(safe_next);
     let mut headers = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
         headers.insert(header::AUTHORIZATION, value);
@@ -452,7 +514,7 @@ async fn login(
     match Admin::from_headers(&state, &headers).await {
         Ok(admin) => {
             let (id, _csrf) = sessions.create(&admin.name);
-            let mut response = see_other(HOME);
+            let mut response = see_other(next.unwrap_or(HOME));
             if let Some(cookie) = session_cookie(&state, &id, SESSION_LIFETIME.as_secs()) {
                 response.headers_mut().insert(header::SET_COOKIE, cookie);
             }
@@ -460,7 +522,7 @@ async fn login(
         }
         Err(ApiError::Unauthorized) => (
             StatusCode::UNAUTHORIZED,
-            Html(login_form(Some("That admin token is not valid.")).into_string()),
+            Html(login_form(Some("That admin token is not valid."), next).into_string()),
         )
             .into_response(),
         Err(error) => UiError::from(error).into_response(),

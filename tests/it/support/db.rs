@@ -44,10 +44,23 @@ async fn fresh_postgres_database(server_url: &str) -> String {
     let admin = Database::connect(server_url).await.unwrap_or_else(|e| {
         panic!("GATEHOUSE_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}")
     });
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create test database");
+    // Parallel tests create databases at once; the server may refuse one for a moment (too
+    // many connections, template1 busy). A few bounded retries, then the error itself.
+    let mut attempt = 0;
+    loop {
+        match admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+        {
+            Ok(_) => break,
+            Err(error) if attempt < 5 => {
+                attempt += 1;
+                eprintln!("CREATE DATABASE {name} failed ({error}); retry {attempt}");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            Err(error) => panic!("create test database {name}: {error}"),
+        }
+    }
     let _ = admin.close().await;
     let mut url = url::Url::parse(server_url).expect("GATEHOUSE_TEST_DATABASE_URL is a URL");
     url.set_path(&name);
