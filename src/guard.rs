@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 use crate::domain::Timestamp;
-use crate::domain::guard::{Approval, ApprovalStatus, Decision, GuardedRequest};
+use crate::domain::guard::{Approval, ApprovalStatus, Decider, Decision, GuardedRequest};
 use crate::domain::webhooks::WebhookEvent;
 use crate::store::guard::NewApproval;
 use crate::store::{Store, StoreError};
@@ -186,17 +186,24 @@ impl Approvals {
             .effective_status(chrono::Utc::now()))
     }
 
-    /// Record a decision on a pending approval. `only_token` restricts it to one token's
-    /// approvals (an MCP client answering for its own agent). `Ok(None)`: no longer pending.
+    /// Record a decision on a pending approval. An MCP client may only decide what it was
+    /// asked about (`mark_elicited`), for its own token. `Ok(None)`: nothing decided (no longer
+    /// pending, or not this decider's to decide).
     pub async fn decide(
         &self,
         id: Uuid,
         decision: Decision,
         decided_by: &str,
-        only_token: Option<Uuid>,
+        decider: Decider,
     ) -> Result<Option<Approval>, StoreError> {
         self.store
-            .decide_approval(id, decision, decided_by, only_token)
+            .decide_approval(id, decision, decided_by, decider)
             .await
+    }
+
+    /// The person is about to be asked about `id` through `token_id`'s MCP client. `false`:
+    /// not pending any more (or not this token's), so nothing should be asked.
+    pub async fn mark_elicited(&self, id: Uuid, token_id: Uuid) -> Result<bool, StoreError> {
+        self.store.mark_elicited(id, token_id).await
     }
 }

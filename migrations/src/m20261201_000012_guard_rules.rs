@@ -76,6 +76,8 @@ impl MigrationTrait for Migration {
                     .col(text_null(Approvals::BodyPreview))
                     .col(text(Approvals::Reason))
                     .col(string(Approvals::Status))
+                    // An elicitation was sent for it: only then may an MCP client's answer decide.
+                    .col(boolean(Approvals::Elicited).default(false))
                     .col(string_null(Approvals::DecidedBy))
                     .col(timestamp_with_time_zone_null(Approvals::DecidedAt))
                     .col(timestamp_with_time_zone(Approvals::ExpiresAt))
@@ -194,6 +196,7 @@ enum Approvals {
     BodyPreview,
     Reason,
     Status,
+    Elicited,
     DecidedBy,
     DecidedAt,
     ExpiresAt,

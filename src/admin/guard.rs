@@ -113,6 +113,8 @@ pub struct ApprovalBody {
     reason: String,
     /// `pending`, `approved`, `denied`, `used` or `expired`.
     status: &'static str,
+    /// The person was asked through the agent's MCP client (elicitation).
+    elicited: bool,
     decided_by: Option<String>,
     decided_at: Option<DateTime<Utc>>,
     expires_at: DateTime<Utc>,
@@ -137,6 +139,7 @@ impl ApprovalBody {
             body_preview: approval.body_preview,
             reason: approval.reason,
             status,
+            elicited: approval.elicited,
             decided_by: approval.decided_by,
             decided_at: approval.decided_at,
             expires_at: approval.expires_at,

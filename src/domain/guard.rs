@@ -407,6 +407,8 @@ pub struct Approval {
     pub reason: String,
     /// As stored; see [`Approval::effective_status`].
     pub status: ApprovalStatus,
+    /// The person was asked through the agent's MCP client (elicitation).
+    pub elicited: bool,
     pub decided_by: Option<String>,
     pub decided_at: Option<Timestamp>,
     pub expires_at: Timestamp,
@@ -423,6 +425,14 @@ impl Approval {
             status => status,
         }
     }
+}
+
+/// Who may decide: an admin any approval; the agent's MCP client only one it was asked about,
+/// of its own token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decider {
+    Admin,
+    Elicitation { token_id: Uuid },
 }
 
 /// A person's decision.
@@ -650,6 +660,7 @@ mod tests {
             body_preview: None,
             reason: "r".into(),
             status: ApprovalStatus::Approved,
+            elicited: false,
             decided_by: None,
             decided_at: None,
             expires_at: now,

@@ -6,7 +6,7 @@ use super::Management;
 use crate::api_error::ApiError;
 use crate::change_feed::ChangeEvent;
 use crate::domain::guard::{
-    Approval, ApprovalStatus, Decision, GuardRule, RuleAction, RuleMatch, parse_reason,
+    Approval, ApprovalStatus, Decider, Decision, GuardRule, RuleAction, RuleMatch, parse_reason,
 };
 use crate::domain::validation::ValidationError;
 use crate::store::guard::{GuardRulePatch, NewGuardRule};
@@ -168,7 +168,7 @@ impl Management {
     ) -> Result<Approval, ApiError> {
         match self
             .approvals
-            .decide(id, decision, decided_by, None)
+            .decide(id, decision, decided_by, Decider::Admin)
             .await?
         {
             Some(approval) => Ok(approval),

@@ -16,7 +16,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
 use crate::api_error::ApiError;
-use crate::domain::guard::ApprovalStatus;
+use crate::domain::guard::{ApprovalStatus, Decider};
 use crate::guard::Approvals;
 use crate::mcp::elicitation::{self, Held, Inbound};
 use crate::mcp::{MAX_REQUEST_BODY_BYTES, McpCaller, McpHttpService};
@@ -63,10 +63,12 @@ pub async fn serve(
             // and the agent gets the approval to have decided elsewhere.
             if let Some(decision) = decision {
                 let by = format!("mcp-elicitation:{}", caller.caller.token.name);
-                let own = Some(caller.caller.token.id);
+                let decider = Decider::Elicitation {
+                    token_id: caller.caller.token.id,
+                };
                 if let Err(error) = elicit
                     .approvals
-                    .decide(approval_id, decision, &by, own)
+                    .decide(approval_id, decision, &by, decider)
                     .await
                 {
                     return Ok(Err(error.into()));
@@ -138,6 +140,14 @@ async fn relay(
     let Some(held) = held else {
         return write_whole(session, parts, answer).await;
     };
+    // Only an approval the person is asked about may be decided by the client's answer.
+    let asked = elicit
+        .approvals
+        .mark_elicited(held.approval_id, caller.caller.token.id)
+        .await;
+    if !matches!(asked, Ok(true)) {
+        return write_whole(session, parts, answer).await;
+    }
     let mut header = ResponseHeader::build(200, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;

@@ -15,7 +15,7 @@ use super::entities::tokens::Entity as Tokens;
 use super::{Store, StoreError, now};
 use crate::domain::Timestamp;
 use crate::domain::guard::{
-    Approval, ApprovalStatus, Decision, GuardRule, GuardedRequest, RuleAction, RuleMatch,
+    Approval, ApprovalStatus, Decider, Decision, GuardRule, GuardedRequest, RuleAction, RuleMatch,
 };
 use crate::domain::webhooks::WebhookEvent;
 
@@ -170,6 +170,7 @@ impl Store {
             body_preview: Set(new.body_preview),
             reason: Set(new.reason),
             status: Set(ApprovalStatus::Pending.as_str().to_owned()),
+            elicited: Set(false),
             decided_by: Set(None),
             decided_at: Set(None),
             expires_at: Set(expires_at),
@@ -235,7 +236,7 @@ impl Store {
         id: Uuid,
         decision: Decision,
         decided_by: &str,
-        only_token: Option<Uuid>,
+        decider: Decider,
     ) -> Result<Option<Approval>, StoreError> {
         let at = now();
         let mut update = Approvals::update_many()
@@ -248,13 +249,29 @@ impl Store {
             .filter(approvals::Column::Id.eq(id))
             .filter(approvals::Column::Status.eq(ApprovalStatus::Pending.as_str()))
             .filter(approvals::Column::ExpiresAt.gt(at));
-        if let Some(token_id) = only_token {
-            update = update.filter(approvals::Column::TokenId.eq(token_id));
+        if let Decider::Elicitation { token_id } = decider {
+            update = update
+                .filter(approvals::Column::TokenId.eq(token_id))
+                .filter(approvals::Column::Elicited.eq(true));
         }
         if update.exec(self.conn()).await?.rows_affected == 0 {
             return Ok(None);
         }
         self.approval(id).await.map(Some)
+    }
+
+    /// Note that the person is being asked about `id` through `token_id`'s MCP client, which
+    /// lets that client's answer decide it. `false`: not this token's, or no longer pending.
+    pub async fn mark_elicited(&self, id: Uuid, token_id: Uuid) -> Result<bool, StoreError> {
+        let updated = Approvals::update_many()
+            .col_expr(approvals::Column::Elicited, Expr::value(true))
+            .filter(approvals::Column::Id.eq(id))
+            .filter(approvals::Column::TokenId.eq(token_id))
+            .filter(approvals::Column::Status.eq(ApprovalStatus::Pending.as_str()))
+            .filter(approvals::Column::ExpiresAt.gt(now()))
+            .exec(self.conn())
+            .await?;
+        Ok(updated.rows_affected == 1)
     }
 
     /// Use an approved approval once: `approved` → `used` if it has not expired. `false`:
@@ -339,6 +356,7 @@ fn approval_from(
         body_preview: model.body_preview,
         reason: model.reason,
         status,
+        elicited: model.elicited,
         decided_by: model.decided_by,
         decided_at: model.decided_at,
         expires_at: model.expires_at,

@@ -19,6 +19,7 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub reason: String,
     pub status: String,
+    pub elicited: bool,
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTimeUtc>,
     pub expires_at: DateTimeUtc,
