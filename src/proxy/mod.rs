@@ -200,19 +200,17 @@ impl GatewayProxy {
         Ok(())
     }
 
-    /// SPEC §12, after step 5: the target's guard rules. `block` refuses; `approval_required`
-    /// reads the body (bounded), and passes only with a `Gatehouse-Approval` a person gave for
-    /// exactly this request, else opens an approval and refuses with it. Nothing has gone
-    /// upstream when this refuses.
-    async fn guard(
+    /// SPEC §12, after step 5: the target's guard rules, on the snapshot (no I/O). `block`
+    /// refuses; `approval_required` goes on to [`Self::hold`]. Nothing has gone upstream when
+    /// this refuses.
+    fn guard(
         &self,
-        session: &mut Session,
+        session: &Session,
         ctx: &mut RequestCtx,
         rest: &str,
-        query: Option<&str>,
-    ) -> Result<Result<(), ApiError>> {
-        let (Some(grant), Some(caller)) = (&ctx.grant, &ctx.caller) else {
-            return Ok(Ok(()));
+    ) -> Result<Option<(http::Method, String)>, ApiError> {
+        let Some(grant) = &ctx.grant else {
+            return Ok(None);
         };
         let header = session.req_header();
         let overrides = METHOD_OVERRIDE_HEADERS
@@ -221,21 +219,43 @@ impl GatewayProxy {
             .map(|value| value.as_bytes());
         let method = effective_method(&header.method, overrides);
         let Some(verdict) = grant.target.guard.evaluate(&method, rest) else {
-            return Ok(Ok(()));
+            return Ok(None);
         };
-        let (target, token_id) = (grant.target.clone(), caller.id);
-        let reason = verdict.reason;
         match verdict.action {
             RuleAction::Allow => {
                 ctx.guard = Some(GuardOutcome::Allow);
-                return Ok(Ok(()));
+                Ok(None)
             }
             RuleAction::Block => {
                 ctx.guard = Some(GuardOutcome::Block);
-                return Ok(Err(GuardError::Blocked { reason }.into()));
+                Err(GuardError::Blocked {
+                    reason: verdict.reason,
+                }
+                .into())
             }
-            RuleAction::ApprovalRequired => ctx.guard = Some(GuardOutcome::ApprovalRequired),
+            RuleAction::ApprovalRequired => {
+                ctx.guard = Some(GuardOutcome::ApprovalRequired);
+                Ok(Some((method, verdict.reason)))
+            }
         }
+    }
+
+    /// A request a rule holds: read the body (bounded), then pass only with a
+    /// `Gatehouse-Approval` a person gave for exactly this request, else open an approval and
+    /// refuse with it. Called boxed: its database futures stay out of every other request's
+    /// `request_filter` future.
+    async fn hold(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        (method, reason): (http::Method, String),
+        rest: &str,
+        query: Option<&str>,
+    ) -> Result<Result<(), ApiError>> {
+        let (Some(grant), Some(caller)) = (&ctx.grant, &ctx.caller) else {
+            return Ok(Ok(()));
+        };
+        let (target, token_id) = (grant.target.clone(), caller.id);
         let Some(body) = request_body::read_for_upstream(session, MAX_GUARDED_BODY_BYTES).await?
         else {
             // The rest of the body is not read: the connection cannot carry another request.
@@ -439,14 +459,23 @@ impl ProxyHttp for GatewayProxy {
                 }
                 Err(error) => self.refuse(session, ctx, error.into()).await,
             },
-            Route::Mcp => self.serve_mcp(session, ctx).await,
+            // Boxed: the MCP hand-off's future is large and would otherwise be part of every
+            // request's.
+            Route::Mcp => Box::pin(self.serve_mcp(session, ctx)).await,
             Route::Gateway { slug, rest, query } => {
                 ctx.audit_path = target.split('?').next().unwrap_or_default().to_owned();
                 if let Err(error) = self.admit(session, ctx, slug, rest) {
                     return self.refuse(session, ctx, error).await;
                 }
-                if let Err(error) = self.guard(session, ctx, rest, query).await? {
-                    return self.refuse(session, ctx, error).await;
+                match self.guard(session, ctx, rest) {
+                    Ok(None) => {}
+                    Ok(Some(held)) => {
+                        let outcome = Box::pin(self.hold(session, ctx, held, rest, query)).await?;
+                        if let Err(error) = outcome {
+                            return self.refuse(session, ctx, error).await;
+                        }
+                    }
+                    Err(error) => return self.refuse(session, ctx, error).await,
                 }
                 if let Err(error) = Self::prepare_upstream(ctx, rest, query) {
                     return self.refuse(session, ctx, error).await;
