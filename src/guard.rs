@@ -179,11 +179,8 @@ impl Approvals {
 
     /// The current state of `id` (for an elicitation that waits on a decision).
     pub async fn status(&self, id: Uuid) -> Result<ApprovalStatus, StoreError> {
-        Ok(self
-            .store
-            .approval(id)
-            .await?
-            .effective_status(chrono::Utc::now()))
+        let (status, expires_at) = self.store.approval_state(id).await?;
+        Ok(status.at(expires_at, chrono::Utc::now()))
     }
 
     /// Record a decision on a pending approval. An MCP client may only decide what it was

@@ -340,6 +340,15 @@ pub enum ApprovalStatus {
 }
 
 impl ApprovalStatus {
+    /// The status as of `now` for an approval due at `expires_at`: a pending or approved one
+    /// past its deadline is `expired`, whatever the sweep wrote yet.
+    pub fn at(self, expires_at: Timestamp, now: Timestamp) -> Self {
+        match self {
+            Self::Pending | Self::Approved if expires_at <= now => Self::Expired,
+            status => status,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -418,12 +427,7 @@ pub struct Approval {
 impl Approval {
     /// `expired` once the deadline passed undecided or unused, whatever the sweep wrote yet.
     pub fn effective_status(&self, now: Timestamp) -> ApprovalStatus {
-        match self.status {
-            ApprovalStatus::Pending | ApprovalStatus::Approved if self.expires_at <= now => {
-                ApprovalStatus::Expired
-            }
-            status => status,
-        }
+        self.status.at(self.expires_at, now)
     }
 }
 

@@ -138,7 +138,7 @@ async fn relay(
         .then(|| elicitation::held(&answer))
         .flatten();
     let Some(held) = held else {
-        return write_whole(session, parts, answer).await;
+        return write_streamed(session, whole(parts, answer), None).await;
     };
     // Only an approval the person is asked about may be decided by the client's answer.
     let asked = elicit
@@ -146,7 +146,7 @@ async fn relay(
         .mark_elicited(held.approval_id, caller.caller.token.id)
         .await;
     if !matches!(asked, Ok(true)) {
-        return write_whole(session, parts, answer).await;
+        return write_streamed(session, whole(parts, answer), None).await;
     }
     let mut header = ResponseHeader::build(200, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
@@ -229,21 +229,9 @@ async fn write_accepted(session: &mut Session) -> Result<()> {
     session.write_response_header(Box::new(header), true).await
 }
 
-async fn write_whole(
-    session: &mut Session,
-    parts: http::response::Parts,
-    body: Bytes,
-) -> Result<()> {
-    let mut response = ResponseHeader::build(parts.status, Some(parts.headers.len() + 2))?;
-    for (name, value) in &parts.headers {
-        response.append_header(name.clone(), value.clone())?;
-    }
-    response.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    response.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    session
-        .write_response_header(Box::new(response), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
+/// A collected answer, to write like any other.
+fn whole(parts: http::response::Parts, body: Bytes) -> http::Response<Full<Bytes>> {
+    http::Response::from_parts(parts, Full::new(body))
 }
 
 /// The SDK's answer as it comes (an event stream when a handler sends notifications first),

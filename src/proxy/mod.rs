@@ -208,7 +208,7 @@ impl GatewayProxy {
         session: &Session,
         ctx: &mut RequestCtx,
         rest: &str,
-    ) -> Result<Option<(http::Method, String)>, ApiError> {
+    ) -> Result<Option<Held>, ApiError> {
         let Some(grant) = &ctx.grant else {
             return Ok(None);
         };
@@ -235,7 +235,12 @@ impl GatewayProxy {
             }
             RuleAction::ApprovalRequired => {
                 ctx.guard = Some(GuardOutcome::ApprovalRequired);
-                Ok(Some((method, verdict.reason)))
+                Ok(Some(Held {
+                    method,
+                    reason: verdict.reason,
+                    token_id: grant.token.id,
+                    target: grant.target.clone(),
+                }))
             }
         }
     }
@@ -248,14 +253,16 @@ impl GatewayProxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        (method, reason): (http::Method, String),
+        held: Held,
         rest: &str,
         query: Option<&str>,
     ) -> Result<Result<(), ApiError>> {
-        let (Some(grant), Some(caller)) = (&ctx.grant, &ctx.caller) else {
-            return Ok(Ok(()));
-        };
-        let (target, token_id) = (grant.target.clone(), caller.id);
+        let Held {
+            method,
+            reason,
+            token_id,
+            target,
+        } = held;
         let Some(body) = request_body::read_for_upstream(session, MAX_GUARDED_BODY_BYTES).await?
         else {
             // The rest of the body is not read: the connection cannot carry another request.
@@ -391,6 +398,15 @@ impl GatewayProxy {
             created_at: chrono::Utc::now(),
         })
     }
+}
+
+/// A request a guard rule holds for approval, as [`GatewayProxy::guard`] found it.
+struct Held {
+    /// The effective method (a method-override header counts).
+    method: http::Method,
+    reason: String,
+    token_id: uuid::Uuid,
+    target: Arc<TargetEntry>,
 }
 
 fn client_ip(session: &Session) -> IpAddr {

@@ -193,6 +193,24 @@ impl Store {
         with_names(self.conn(), model).await
     }
 
+    /// The stored status and deadline of `id` alone (what a waiting elicitation polls).
+    pub async fn approval_state(
+        &self,
+        id: Uuid,
+    ) -> Result<(ApprovalStatus, Timestamp), StoreError> {
+        let row: Option<(String, Timestamp)> = Approvals::find_by_id(id)
+            .select_only()
+            .column(approvals::Column::Status)
+            .column(approvals::Column::ExpiresAt)
+            .into_tuple()
+            .one(self.conn())
+            .await?;
+        let (status, expires_at) = row.ok_or(StoreError::not_found(APPROVAL))?;
+        let status = ApprovalStatus::parse(&status)
+            .ok_or_else(|| StoreError::corrupt(APPROVAL, format!("status {status:?}")))?;
+        Ok((status, expires_at))
+    }
+
     /// Approvals newest first; `status` filters on the effective status (pending ones past
     /// their deadline are `expired`).
     pub async fn list_approvals(
